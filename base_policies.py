@@ -1,0 +1,242 @@
+"""Base policies for residual RL, behind one batched interface.
+
+A base policy maps the observations of N environments to N normalized actions in [-1, 1]
+(the environment's joint-delta action) and keeps per-environment memory that can be reset:
+
+    base = make_base_policy("jacobian", num_envs=8)
+    base.reset()                        # all envs; base.reset(mask) resets some
+    base_action = base.act(states)      # states: (8, 25) -> (8, 6)
+    action = compose_action(base_action, residual, alpha)
+
+It runs in the training process over the whole batch (not inside each env worker), so one
+instance - one GR00T model on one GPU - serves every environment.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+import so101_env
+from so101_env import ACTION_DIM, HOME_QPOS, JOINT_NAMES, STATE_DIM
+
+# Slices of the 25-float state vector (see so101_env).
+QPOS = slice(0, 6)
+QVEL = slice(6, 12)
+PAPER_POS = slice(12, 15)
+PAPER_QUAT = slice(15, 19)
+TIP_POS = slice(19, 22)
+PAPER_TO_GOAL = slice(22, 25)
+
+
+def compose_action(base_action: np.ndarray, residual: np.ndarray, alpha: float) -> np.ndarray:
+    """`base + alpha * residual`, clipped to the environment's action range."""
+    return np.clip(base_action + alpha * residual, -1.0, 1.0)
+
+
+class BasePolicy:
+    """Batched base policy: `act` maps (N, 25) states to (N, 6) normalized actions."""
+
+    name = "base"
+    needs_images = False
+    """True when `act` also needs camera images (vision bases such as GR00T)."""
+
+    def __init__(self, num_envs: int):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        self.num_envs = num_envs
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """Forget the memory of the envs where `mask` is True (all envs when None)."""
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """What is needed to rebuild this base; stored in residual checkpoints."""
+        return {"name": self.name}
+
+    def _check_states(self, states: np.ndarray) -> np.ndarray:
+        states = np.asarray(states, dtype=np.float64)
+        if states.shape != (self.num_envs, STATE_DIM):
+            raise ValueError(
+                f"{self.name} base expects states of shape ({self.num_envs}, {STATE_DIM}), got {states.shape}"
+            )
+        return states
+
+
+class ZeroBasePolicy(BasePolicy):
+    """Always zero: with alpha = 1 the residual is the whole policy (pure RL)."""
+
+    name = "zero"
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        return np.zeros((self._check_states(states).shape[0], ACTION_DIM), dtype=np.float32)
+
+
+class JacobianBasePolicy(BasePolicy):
+    """Scripted press-and-drag controller with damped-least-squares IK on the gripper tip.
+
+    Per env, a small state machine:
+      approach: move the tip above the paper centre at `hover_height`;
+      press:    lower the tip onto the paper centre;
+      drag:     keep pressing and move the tip so the paper centre goes to the square centre;
+      lift:     raise the tip again when the paper slipped away from under it or is in place.
+    The tip is pressed at the paper centre so dragging does not turn the sheet.
+
+    Kinematics come from the joint positions in the observation and a private copy of the
+    scene model; the IK keeps the gripper pointing down while it tracks the tip target.
+    """
+
+    name = "jacobian"
+    APPROACH, PRESS, DRAG, LIFT = range(4)
+
+    def __init__(
+        self,
+        num_envs: int,
+        act_scale: float = 0.02,
+        hover_height: float = 0.03,
+        press_height: float = 0.0035,
+        contact_height: float = 0.006,
+        press_dwell: int = 5,
+        drag_step: float = 0.006,
+        max_tip_step: float = 0.008,
+        place_tolerance: float = 0.003,
+        slip_distance: float = 0.02,
+        damping: float = 0.02,
+        pointing_weight: float = 0.1,
+        yaw_gain: float = 0.1,
+    ):
+        super().__init__(num_envs)
+        self.act_scale = act_scale
+        self.hover_height = hover_height
+        self.press_height = press_height
+        self.contact_height = contact_height
+        self.press_dwell = press_dwell
+        self.drag_step = drag_step
+        self.max_tip_step = max_tip_step
+        self.place_tolerance = place_tolerance
+        self.slip_distance = slip_distance
+        self.damping = damping
+        self.pointing_weight = pointing_weight
+        self.yaw_gain = yaw_gain
+
+        self.model = mujoco.MjModel.from_xml_path(str(so101_env.XML_PATH))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        joint_ids = [m.joint(name).id for name in JOINT_NAMES]
+        self._qpos_idx = np.array([m.jnt_qposadr[j] for j in joint_ids])
+        # IK moves the four joints that place and point the tip; roll and gripper hold.
+        self._ik_dofs = np.array([m.jnt_dofadr[j] for j in joint_ids[:4]])
+        self._roll_dof = m.jnt_dofadr[joint_ids[4]]
+        self._tip_site = m.site("gripperframe").id
+        self._press_geom = m.geom("moving_jaw_tip").id
+        self._paper_top = m.geom("paper").size[2] * 2
+        self.phase = np.full(num_envs, self.APPROACH)
+        self.press_steps = np.zeros(num_envs, dtype=int)
+
+    def config(self) -> dict:
+        return {"name": self.name, "act_scale": self.act_scale}
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        envs = slice(None) if mask is None else np.asarray(mask, dtype=bool)
+        self.phase[envs] = self.APPROACH
+        self.press_steps[envs] = 0
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        states = self._check_states(states)
+        return np.stack([self._act_one(i, s) for i, s in enumerate(states)]).astype(np.float32)
+
+    def _act_one(self, env: int, state: np.ndarray) -> np.ndarray:
+        q = state[QPOS]
+        tip, pointing, jac_pos, jac_rot = self._kinematics(q)
+        # The sheet is touched by the moving jaw's tip, a few millimetres from the tip site:
+        # aim the site so that this contact lands on the paper centre.
+        pad_offset = self.data.geom_xpos[self._press_geom][:2] - tip[:2]
+        paper_xy = state[PAPER_POS][:2] - pad_offset
+        to_goal = state[PAPER_TO_GOAL][:2]
+        tip_to_paper = np.linalg.norm(paper_xy - tip[:2])
+        press_z = self._paper_top + self.press_height
+
+        phase = self.phase[env]
+        if phase != self.PRESS:
+            self.press_steps[env] = 0
+        if phase == self.APPROACH and tip_to_paper < 0.002 and abs(tip[2] - self.hover_height) < 0.01:
+            phase = self.PRESS
+        elif phase == self.PRESS and tip[2] < self._paper_top + self.contact_height:
+            # Let the press force build up before pulling, or the jaw skids over the sheet.
+            self.press_steps[env] += 1
+            if self.press_steps[env] >= self.press_dwell:
+                phase = self.DRAG
+        elif phase in (self.PRESS, self.DRAG) and tip_to_paper > self.slip_distance:
+            phase = self.LIFT
+        elif phase == self.DRAG and np.linalg.norm(to_goal) < self.place_tolerance:
+            phase = self.LIFT
+        elif phase == self.LIFT and tip[2] > self.hover_height - 0.005:
+            phase = self.APPROACH if np.linalg.norm(to_goal) >= self.place_tolerance else self.LIFT
+        self.phase[env] = phase
+
+        if phase == self.APPROACH:
+            target = np.array([paper_xy[0], paper_xy[1], self.hover_height])
+            if tip_to_paper > 0.01:  # travel above the table before descending
+                target[2] = max(self.hover_height, tip[2])
+        elif phase == self.PRESS:
+            target = np.array([paper_xy[0], paper_xy[1], press_z])
+        elif phase == self.DRAG:
+            step = to_goal * min(1.0, self.drag_step / max(np.linalg.norm(to_goal), 1e-9))
+            target = np.array([tip[0] + step[0], tip[1] + step[1], press_z])
+        else:
+            target = np.array([tip[0], tip[1], self.hover_height + 0.01])
+
+        tip_error = target - tip
+        tip_error *= min(1.0, self.max_tip_step / max(np.linalg.norm(tip_error), 1e-9))
+        dq = self._ik_step(tip_error, pointing, jac_pos, jac_rot)
+        action = np.zeros(ACTION_DIM)
+        # Scale the joint step as a whole (not per joint) so the tip keeps its direction.
+        action[:4] = dq / max(self.act_scale, np.abs(dq).max())
+        if phase == self.DRAG:
+            # The pressed fingertip grips the sheet in torsion too: twisting the wrist turns it.
+            yaw_error = _sheet_yaw(state[PAPER_QUAT])
+            action[4] = -self.yaw_gain * yaw_error * self._roll_turns_yaw / self.act_scale
+        action[5] = (HOME_QPOS[5] - q[5]) / self.act_scale  # keep the jaw where it was designed to touch
+        return np.clip(action, -1.0, 1.0)
+
+    def _kinematics(self, q: np.ndarray):
+        m, d = self.model, self.data
+        d.qpos[self._qpos_idx] = q
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        jac_pos = np.zeros((3, m.nv))
+        jac_rot = np.zeros((3, m.nv))
+        mujoco.mj_jacSite(m, d, jac_pos, jac_rot, self._tip_site)
+        pointing = d.site_xmat[self._tip_site].reshape(3, 3)[:, 0].copy()
+        # +1 when a positive wrist roll turns the gripper counter-clockwise seen from above.
+        self._roll_turns_yaw = np.sign(jac_rot[2, self._roll_dof]) or 1.0
+        return d.site_xpos[self._tip_site].copy(), pointing, jac_pos[:, self._ik_dofs], jac_rot[:, self._ik_dofs]
+
+    def _ik_step(self, tip_error, pointing, jac_pos, jac_rot) -> np.ndarray:
+        """One damped-least-squares step toward the tip target with the gripper pointing down."""
+        # Rotation that turns the pointing axis onto -z, and how the joints change the axis.
+        pointing_error = np.cross(pointing, np.array([0.0, 0.0, -1.0]))
+        w = self.pointing_weight
+        jac = np.vstack([jac_pos, w * jac_rot])
+        error = np.concatenate([tip_error, w * pointing_error])
+        lhs = jac @ jac.T + self.damping**2 * np.eye(6)
+        return jac.T @ np.linalg.solve(lhs, error)
+
+
+def _sheet_yaw(quat_wxyz: np.ndarray) -> float:
+    """Yaw of a flat sheet in [-pi/2, pi/2): a rectangle is the same after a half turn."""
+    w, x, y, z = quat_wxyz
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
+
+
+BASE_POLICIES = {"zero": ZeroBasePolicy, "jacobian": JacobianBasePolicy}
+
+
+def make_base_policy(name: str, num_envs: int, **kwargs) -> BasePolicy:
+    """Build a base policy by name: one of BASE_POLICIES."""
+    if name not in BASE_POLICIES:
+        raise ValueError(f"unknown base policy {name!r}; choose one of {sorted(BASE_POLICIES)}")
+    return BASE_POLICIES[name](num_envs=num_envs, **kwargs)

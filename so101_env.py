@@ -1,0 +1,393 @@
+"""SO-101 paper-in-square: a Gymnasium environment in MuJoCo.
+
+The SO-101 arm must slide a sheet of paper into a red tape square on the table.
+
+    import gymnasium as gym
+    import so101_env  # registers SO101PaperSquare-v0
+    env = gym.make("SO101PaperSquare-v0")
+
+Rates: physics 360 Hz; a 180 Hz servo loop moves the joint targets linearly toward the
+policy's command; the policy acts at 30 Hz (12 physics steps per `step`). Episodes end on
+success or after 400 steps.
+
+Action: 6 normalized joint-target deltas in [-1, 1] (shoulder_pan, shoulder_lift, elbow_flex,
+wrist_flex, wrist_roll, gripper), times `act_scale` radians, relative to the measured joint
+positions (ManiSkill's `pd_joint_delta_pos`): the servo target becomes `q + act_scale * a`, so
+a zero action asks the servos to stay where they are and a policy sees the effect of every
+command in the next observation.
+
+Observation (25 floats): joint positions (6), joint velocities (6), paper position (3) and
+quaternion (4, w x y z), gripper tip position (3), paper-to-goal vector (3). With
+`use_image_obs=True` the observation is a dict with that vector under "state" plus
+"top_view" and "wrist" RGB images.
+
+Reward: +10 on success, -2 * paper-to-goal distance, -0.1 * orientation error, -0.01 per step.
+The residual-magnitude penalty of residual RL is added by the training scripts, which are
+the only ones that know the residual. Success: all four paper corners inside the tape square
+with the paper lying on the table.
+
+Run `python so101_env.py` for a short demo with the Jacobian base policy.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import glob
+import math
+import os
+import pathlib
+from dataclasses import dataclass
+
+
+def _choose_headless_gl_backend() -> None:
+    """Pick MuJoCo's OpenGL backend before mujoco is imported: EGL on a GPU, else OSMesa.
+
+    A user's MUJOCO_GL or a running X display wins. The choice must happen before the first
+    `import mujoco` in the process, which is why it runs at import time of this module.
+    """
+    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY"):
+        return
+    has_gpu = bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dri/renderD128")
+    backend = "egl" if has_gpu and ctypes.util.find_library("EGL") else "osmesa"
+    os.environ["MUJOCO_GL"] = backend
+    os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+
+
+_choose_headless_gl_backend()
+
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+XML_PATH = pathlib.Path(__file__).resolve().parent / "paper_square_realistic.xml"
+ENV_ID = "SO101PaperSquare-v0"
+
+JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+CAMERA_NAMES = ("top_view", "wrist")
+STATE_DIM = 25
+ACTION_DIM = 6
+
+PHYSICS_HZ = 360
+CONTROL_HZ = 180
+POLICY_HZ = 30
+PHYSICS_STEPS_PER_CONTROL = PHYSICS_HZ // CONTROL_HZ  # 2
+CONTROL_STEPS_PER_POLICY = CONTROL_HZ // POLICY_HZ  # 6
+PHYSICS_STEPS_PER_POLICY = PHYSICS_HZ // POLICY_HZ  # 12
+
+# Arm pose at reset: gripper tip above the table between paper and square, pointing down.
+HOME_QPOS = np.array([0.0, -0.47, 0.58, 1.45, 0.0, 0.0])
+# Nominal paper centre; the square's centre comes from the `goal` body of the XML.
+PAPER_NOMINAL_XY = np.array([0.20, 0.11])
+TAPE_WIDTH = 0.02
+# Paper counts as "on the table" when its centre is this low and its normal this vertical.
+ON_TABLE_MAX_HEIGHT = 0.004
+ON_TABLE_MIN_NORMAL_Z = 0.98
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the task reward: success * success - distance * d - orientation * e - time."""
+
+    success: float = 10.0
+    distance: float = 2.0
+    orientation: float = 0.1
+    time: float = 0.01
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """Per-reset domain randomization ranges (uniform, symmetric)."""
+
+    paper_xy: float = 0.05
+    """paper position offset from nominal, metres, per axis"""
+    paper_yaw: float = 0.3
+    """paper yaw, radians"""
+    friction: float = 0.2
+    """relative change of the paper-table friction"""
+    mass: float = 0.1
+    """relative change of the paper mass"""
+
+
+class SO101PaperSquareEnv(gym.Env):
+    """Slide a sheet of paper into a red tape square with the SO-101 arm."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": POLICY_HZ}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        use_image_obs: bool = False,
+        image_size: int = 224,
+        tape_half_size: float = 0.08,
+        act_scale: float = 0.02,
+        max_episode_steps: int = 400,
+        randomize: bool = True,
+        randomization: Randomization = Randomization(),
+        reward_weights: RewardWeights = RewardWeights(),
+        xml_path: str | os.PathLike = XML_PATH,
+    ):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if act_scale <= 0:
+            raise ValueError(f"act_scale must be positive (radians per unit action), got {act_scale}")
+        if max_episode_steps <= 0:
+            raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
+        self.render_mode = render_mode
+        self.use_image_obs = use_image_obs
+        self.image_size = image_size
+        self.act_scale = act_scale
+        self.max_episode_steps = max_episode_steps
+        self.randomize = randomize
+        self.randomization = randomization
+        self.reward_weights = reward_weights
+
+        self.model = mujoco.MjModel.from_xml_path(str(xml_path))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        joint_ids = [m.joint(name).id for name in JOINT_NAMES]
+        # The arm joints are consecutive in the model; slices keep the hot path cheap.
+        self._arm_qpos = slice(m.jnt_qposadr[joint_ids[0]], m.jnt_qposadr[joint_ids[0]] + ACTION_DIM)
+        self._arm_qvel = slice(m.jnt_dofadr[joint_ids[0]], m.jnt_dofadr[joint_ids[0]] + ACTION_DIM)
+        assert list(m.jnt_qposadr[joint_ids]) == list(range(self._arm_qpos.start, self._arm_qpos.stop))
+        self._joint_low = m.jnt_range[joint_ids, 0].copy()
+        self._joint_high = m.jnt_range[joint_ids, 1].copy()
+        paper_joint = m.joint("paper_free").id
+        self._paper_qpos_adr = m.jnt_qposadr[paper_joint]
+        self._paper_qvel_adr = m.jnt_dofadr[paper_joint]
+        self._paper_body = m.body("paper").id
+        self._paper_half_extents = m.geom("paper").size[:2].copy()
+        self._paper_rest_height = m.geom("paper").size[2]
+        self._tip_site = m.site("gripperframe").id
+        self._goal_body = m.body("goal").id
+        self._tape_geoms = [m.geom(f"tape_{side}").id for side in ("px", "nx", "py", "ny")]
+        self._pair_friction_nominal = m.pair_friction[0].copy()
+        self._paper_mass_nominal = m.body_mass[self._paper_body]
+        self._paper_inertia_nominal = m.body_inertia[self._paper_body].copy()
+        self._interpolation = np.arange(1, CONTROL_STEPS_PER_POLICY + 1)[:, None] / CONTROL_STEPS_PER_POLICY
+
+        mujoco.mj_forward(m, self.data)
+        self.goal_xy = self.data.xpos[self._goal_body][:2].copy()
+        # Where the paper centre rests when it lies in the middle of the square.
+        self._goal_position = np.array([*self.goal_xy, self._paper_rest_height])
+        self.tape_half_size = tape_half_size
+        self.set_tape_half_size(tape_half_size)
+
+        state_space = gym.spaces.Box(-np.inf, np.inf, shape=(STATE_DIM,), dtype=np.float32)
+        if use_image_obs:
+            image_space = gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8)
+            self.observation_space = gym.spaces.Dict(
+                {"state": state_space, **{name: image_space for name in CAMERA_NAMES}}
+            )
+        else:
+            self.observation_space = state_space
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_DIM,), dtype=np.float32)
+
+        self._renderer: mujoco.Renderer | None = None
+        self._target = HOME_QPOS.copy()
+        self._steps = 0
+        self.unstable_episodes = 0
+        """Count of episodes truncated because the simulation blew up (NaN or MuJoCo warning)."""
+
+    # ------------------------------------------------------------------ task geometry
+    def set_tape_half_size(self, half_size: float) -> None:
+        """Resize the tape square (inner half-size in metres); used by size curricula."""
+        if not 0.02 <= half_size <= 0.3:
+            raise ValueError(f"tape_half_size must be within [0.02, 0.3] m, got {half_size}")
+        self.tape_half_size = float(half_size)
+        mid = half_size + TAPE_WIDTH / 2
+        outer = half_size + TAPE_WIDTH
+        layout = {  # geom -> (centre x, centre y, half-size x, half-size y)
+            self._tape_geoms[0]: (mid, 0.0, TAPE_WIDTH / 2, outer),
+            self._tape_geoms[1]: (-mid, 0.0, TAPE_WIDTH / 2, outer),
+            self._tape_geoms[2]: (0.0, mid, outer, TAPE_WIDTH / 2),
+            self._tape_geoms[3]: (0.0, -mid, outer, TAPE_WIDTH / 2),
+        }
+        for geom, (x, y, sx, sy) in layout.items():
+            self.model.geom_pos[geom][:2] = (x, y)
+            self.model.geom_size[geom][:2] = (sx, sy)
+
+    def _task_status(self) -> tuple[bool, float, float]:
+        """(success, distance of paper centre to square centre in xy, yaw error in rad)."""
+        # Scalar arithmetic on purpose: this runs every step and numpy's per-call overhead
+        # would cost more than the maths.
+        d = self.data
+        r00, r01, _, r10, r11, _, _, _, r22 = d.xmat[self._paper_body]
+        x, y, z = d.xpos[self._paper_body]
+        dx, dy = x - self.goal_xy[0], y - self.goal_xy[1]
+        distance = math.hypot(dx, dy)
+        # A rectangle looks the same after a half turn, so yaw error lives in [0, pi/2].
+        yaw = math.atan2(r10, r00)
+        orientation_error = abs((yaw + math.pi / 2) % math.pi - math.pi / 2)
+        on_table = z < ON_TABLE_MAX_HEIGHT and r22 > ON_TABLE_MIN_NORMAL_Z
+        # The corner farthest out along x (or y) sticks out by |R00| a + |R01| b.
+        a, b = self._paper_half_extents
+        h = self.tape_half_size
+        inside = abs(dx) + a * abs(r00) + b * abs(r01) <= h and abs(dy) + a * abs(r10) + b * abs(r11) <= h
+        return bool(on_table and inside), distance, orientation_error
+
+    def task_reward(self, success: bool, distance: float, orientation_error: float) -> float:
+        w = self.reward_weights
+        return w.success * success - w.distance * distance - w.orientation * orientation_error - w.time
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        r = self.randomization if self.randomize else Randomization(0.0, 0.0, 0.0, 0.0)
+        rng = self.np_random
+        offset = rng.uniform(-r.paper_xy, r.paper_xy, size=2)
+        yaw = rng.uniform(-r.paper_yaw, r.paper_yaw)
+        friction_scale = 1.0 + rng.uniform(-r.friction, r.friction)
+        mass_scale = 1.0 + rng.uniform(-r.mass, r.mass)
+
+        m.pair_friction[0] = self._pair_friction_nominal * friction_scale
+        m.body_mass[self._paper_body] = self._paper_mass_nominal * mass_scale
+        m.body_inertia[self._paper_body] = self._paper_inertia_nominal * mass_scale
+        pq = self._paper_qpos_adr
+        d.qpos[pq : pq + 2] = PAPER_NOMINAL_XY + offset
+        d.qpos[pq + 2] = self._paper_rest_height
+        d.qpos[pq + 3 : pq + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        d.qpos[self._arm_qpos] = HOME_QPOS
+        d.ctrl[:] = HOME_QPOS
+        self._target = HOME_QPOS.copy()
+        self._steps = 0
+        mujoco.mj_forward(m, d)
+
+        info = {
+            "paper_offset": offset,
+            "paper_yaw": yaw,
+            "friction_scale": friction_scale,
+            "mass_scale": mass_scale,
+        }
+        return self._observation(), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(
+                f"action must have shape ({ACTION_DIM},) (one normalized delta per joint: "
+                f"{', '.join(JOINT_NAMES)}), got shape {action.shape}"
+            )
+        if not math.isfinite(action.sum()):  # any NaN or inf makes the sum non-finite
+            raise ValueError(f"action contains NaN or inf: {action}; check the policy outputs")
+        action = np.minimum(np.maximum(action, -1.0), 1.0)  # np.clip costs 5x more per call
+
+        m, d = self.model, self.data
+        previous = self._target
+        target = np.minimum(np.maximum(d.qpos[self._arm_qpos] + action * self.act_scale, self._joint_low), self._joint_high)
+        self._target = target
+        for ctrl in previous + self._interpolation * (target - previous):
+            d.ctrl[:] = ctrl
+            mujoco.mj_step(m, d, nstep=PHYSICS_STEPS_PER_CONTROL)
+        mujoco.mj_kinematics(m, d)
+        self._steps += 1
+
+        if self._simulation_diverged():
+            # Start over from a clean state so the returned observation is finite, and let
+            # the learner bootstrap from it as from any truncation.
+            self.unstable_episodes += 1
+            obs, _ = self.reset()
+            info = {"success": False, "dist_to_goal": 0.0, "orientation_error": 0.0, "sim_unstable": True}
+            return obs, 0.0, False, True, info
+
+        success, distance, orientation_error = self._task_status()
+        reward = self.task_reward(success, distance, orientation_error)
+        truncated = self._steps >= self.max_episode_steps and not success
+        info = {"success": success, "dist_to_goal": distance, "orientation_error": orientation_error}
+        return self._observation(), reward, success, truncated, info
+
+    def _simulation_diverged(self) -> bool:
+        # MuJoCo checks positions, velocities and accelerations every step; on a NaN or a
+        # blow-up it raises a warning counter (reset with the data) and resets the state.
+        return bool(self.data.warning.number.any())
+
+    def _state(self) -> np.ndarray:
+        d = self.data
+        pq = self._paper_qpos_adr
+        return np.concatenate(
+            [
+                d.qpos[self._arm_qpos],
+                d.qvel[self._arm_qvel],
+                d.qpos[pq : pq + 7],
+                d.site_xpos[self._tip_site],
+                self._goal_position - d.qpos[pq : pq + 3],
+            ],
+            dtype=np.float32,
+        )
+
+    def _observation(self):
+        state = self._state()
+        if not self.use_image_obs:
+            return state
+        return {"state": state, **self.render_cameras()}
+
+    # ------------------------------------------------------------------ rendering
+    def _get_renderer(self) -> mujoco.Renderer:
+        if self._renderer is None:
+            try:
+                self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            except Exception as error:  # the GL backends raise several unrelated types
+                raise RuntimeError(_rendering_help(error)) from error
+        return self._renderer
+
+    def render_cameras(self) -> dict[str, np.ndarray]:
+        """RGB images (image_size x image_size x 3, uint8) from the top_view and wrist cameras."""
+        renderer = self._get_renderer()
+        images = {}
+        for name in CAMERA_NAMES:
+            renderer.update_scene(self.data, camera=name)
+            images[name] = renderer.render().copy()
+        return images
+
+    def render(self):
+        """Dual-camera frame: top view and wrist view side by side (H x 2H x 3, uint8)."""
+        if self.render_mode != "rgb_array":
+            return None
+        images = self.render_cameras()
+        return np.concatenate([images["top_view"], images["wrist"]], axis=1)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def _rendering_help(error: Exception) -> str:
+    backend = os.environ.get("MUJOCO_GL", "glfw")
+    packages = {
+        "osmesa": "OSMesa software rendering needs the system package libosmesa6 "
+        "(Debian/Ubuntu: apt-get install -y libosmesa6)",
+        "egl": "EGL rendering needs a GPU driver with EGL (NVIDIA: libnvidia-gl / libegl1); "
+        "set MUJOCO_GL=osmesa to render in software instead",
+        "glfw": "GLFW rendering needs a display; unset DISPLAY or set MUJOCO_GL=osmesa or egl to render headless",
+    }
+    hint = packages.get(backend, "set MUJOCO_GL to egl or osmesa")
+    return f"MuJoCo could not create an offscreen renderer with MUJOCO_GL={backend} ({error}). {hint}."
+
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point=f"{__name__}:SO101PaperSquareEnv")
+
+
+if __name__ == "__main__":
+    import time
+
+    from base_policies import make_base_policy
+
+    env = SO101PaperSquareEnv()
+    policy = make_base_policy("jacobian", num_envs=1)
+    for episode in range(3):
+        obs, _ = env.reset(seed=episode)
+        policy.reset()
+        total, start = 0.0, time.perf_counter()
+        for step in range(env.max_episode_steps):
+            action = policy.act(obs[None])[0]
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        print(
+            f"episode {episode}: success={info['success']} return={total:.2f} steps={step + 1} "
+            f"final_distance={info['dist_to_goal']:.3f} m  ({(step + 1) / (time.perf_counter() - start):.0f} steps/s)"
+        )
