@@ -1,0 +1,933 @@
+"""GR00T N1.5 inference in one file: model, checkpoint loading, pre/post-processing, server protocol.
+
+NVIDIA's GR00T N1.5 is a vision-language-action model. An Eagle 2.5 VLM (SigLIP vision encoder,
+a linear projector, and the first 12 layers of Qwen3-1.7B) reads the camera images and the
+instruction; a flow-matching action head (a 16-block DiT conditioned on the VLM tokens) turns
+the robot state plus Gaussian noise into a 16-step chunk of actions in 4 Euler steps.
+
+This file rebuilds that model on `transformers` building blocks and plain torch so that a
+fine-tuned Isaac-GR00T checkpoint (config.json, safetensors, experiment_cfg/metadata.json)
+loads with `load_state_dict(strict=True)`, and it speaks the official ZeroMQ inference-server
+protocol, both as a client and as a server.
+
+    policy = GR00TPolicy.from_pretrained("path/or/hub-id", device="cuda")
+    chunk = policy.get_action({
+        "video.front": uint8 [B, 1, H, W, 3], "video.wrist": ...,
+        "state.single_arm": float [B, 1, 5], "state.gripper": float [B, 1, 1],
+        "annotation.human.task_description": ["put the paper in the square"] * B,
+    })  # -> {"action.single_arm": [B, 16, 5], "action.gripper": [B, 16, 1]}
+
+    python groot_n15.py info  CHECKPOINT     # modality keys and statistics
+    python groot_n15.py serve CHECKPOINT     # serve it on tcp://0.0.0.0:5555
+
+Numbered references (§) point to the facts file the implementation follows
+(shared/reference/groot_n15_facts.md in this project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zmq
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------
+# Constants. The Eagle VLM hyperparameters are not stored in GR00T checkpoints (§1.5): Isaac
+# always builds the VLM from a vendored config, so we carry its values here.
+# ---------------------------------------------------------------------------------------------
+
+EAGLE_VISION_CONFIG = dict(  # SigLIP so400m at a fixed 224x224 resolution (§1.2.1)
+    hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+    num_channels=3, image_size=224, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+)
+EAGLE_TEXT_CONFIG = dict(  # Qwen3-1.7B (§1.2.3); num_hidden_layers is cut to backbone_cfg.select_layer
+    vocab_size=151680, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+    num_attention_heads=16, num_key_value_heads=8, head_dim=128, hidden_act="silu",
+    max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True,
+    use_cache=False,
+)
+EMBODIMENT_TAG_TO_ID = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24}  # §3.4
+DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files (§1.2.4)
+DEFAULT_LANGUAGE_KEY = "annotation.human.task_description"
+DEFAULT_INSTRUCTION = "Perform the default behavior."  # what Isaac uses when no annotation is sent
+IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+PROMPT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", IMAGE_CONTEXT_TOKEN)
+FUTURE_TOKENS_KEY = "action_head.future_tokens.weight"
+EMBED_TOKENS_KEY = "backbone.eagle_model.language_model.model.embed_tokens.weight"
+LM_HEAD_KEY = "backbone.eagle_model.language_model.lm_head.weight"
+CROP_FRACTION = 0.95  # eval-time centre crop of the Isaac video transform (§3.1)
+
+# ---------------------------------------------------------------------------------------------
+# Model, part 1: the Eagle 2.5 backbone (SigLIP -> mlp1 -> Qwen3 cut to 12 layers).
+# ---------------------------------------------------------------------------------------------
+
+
+class EagleVLM(nn.Module):
+    """Eagle 2.5 VLM as GR00T uses it: image tokens are spliced into the prompt embeddings, and
+    the output is the final-norm hidden state of a Qwen3 decoder cut to `select_layer` layers."""
+
+    def __init__(self, vision_config: dict, text_config: dict, attn_implementation: str = "sdpa"):
+        super().__init__()
+        from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+        # The pooling head (`vision_use_head`, on by default) is unused by GR00T but stored in
+        # its checkpoints, so it is built for strict loading; it costs <1 % of the vision tower.
+        siglip = SiglipVisionModel(SiglipVisionConfig(**vision_config, attn_implementation=attn_implementation))
+        # Isaac keys read `vision_model.vision_model.*`. transformers 4.x nests SigLIP's
+        # transformer under `.vision_model` itself; 5.x flattened it, so add the level back.
+        self.vision_model = siglip if hasattr(siglip, "vision_model") else nn.ModuleDict({"vision_model": siglip})
+        vision_dim, text_dim = vision_config["hidden_size"], text_config["hidden_size"]
+        self.mlp1 = nn.Sequential(nn.Linear(vision_dim, text_dim))  # no pixel shuffle in N1.5 (§1.2.2)
+        self.language_model = Qwen3ForCausalLM(Qwen3Config(**text_config, attn_implementation=attn_implementation))
+        self.tokens_per_image = (vision_config["image_size"] // vision_config["patch_size"]) ** 2
+
+    def forward(self, input_ids, attention_mask, pixel_values, image_token_id: int) -> torch.Tensor:
+        """(B, L) token ids with `image_token_id` placeholders, (B*V, 3, 224, 224) images -> (B, L, D)."""
+        image_tokens = self.mlp1(self.vision_model.vision_model(pixel_values=pixel_values).last_hidden_state)
+        embeddings = self.language_model.get_input_embeddings()(input_ids)
+        is_image = input_ids == image_token_id
+        if int(is_image.sum()) != image_tokens.shape[0] * image_tokens.shape[1]:
+            raise ValueError(
+                f"the prompt has {int(is_image.sum())} image placeholder tokens but the images give "
+                f"{image_tokens.shape[0]} x {image_tokens.shape[1]} features; was the prompt built for this view count?"
+            )
+        # Placeholders are filled in row-major (sample, image, patch) order.
+        embeddings = embeddings.masked_scatter(is_image[..., None], image_tokens.to(embeddings.dtype))
+        # The decoder has exactly `select_layer` layers, so last_hidden_state = norm(last layer),
+        # the feature Isaac reads; lm_head logits are never needed. Position ids are 0..L-1 even
+        # with left padding, as in Isaac.
+        return self.language_model.model(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, part 2: the flow-matching action head (plain torch; names follow the Isaac keys).
+# ---------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, cos_first: bool, freq_shift: int) -> torch.Tensor:
+    """Sinusoidal features of t (any shape) -> (..., dim), frequencies exp(-ln(1e4) * i / (dim/2 - shift)).
+
+    The DiT timestep encoder uses [cos, sin] with shift 1 (diffusers `Timesteps`), the action
+    encoder [sin, cos] with shift 0; mixing them up silently breaks real checkpoints."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - freq_shift))
+    angles = t.float()[..., None] * freqs
+    parts = (angles.cos(), angles.sin()) if cos_first else (angles.sin(), angles.cos())
+    return torch.cat(parts, dim=-1)
+
+
+class CategorySpecificLinear(nn.Module):
+    """One linear layer per embodiment: y = x @ W[id] + b[id]. W is (E, in, out), not transposed."""
+
+    def __init__(self, num_categories: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(num_categories, in_dim, out_dim))
+        self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
+        nn.init.normal_(self.W, std=0.02)
+
+    def forward(self, x: torch.Tensor, embodiment_id: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(x, self.W[embodiment_id]) + self.b[embodiment_id][:, None]
+
+
+class CategorySpecificMLP(nn.Module):
+    """Per-embodiment two-layer ReLU MLP (state encoder, action decoder)."""
+
+    def __init__(self, num_categories: int, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim)
+        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, embodiment_id: torch.Tensor) -> torch.Tensor:
+        return self.layer2(F.relu(self.layer1(x, embodiment_id)), embodiment_id)
+
+
+class MultiEmbodimentActionEncoder(nn.Module):
+    """Noisy action chunk + flow timestep -> one token per step: W3(swish(W2([W1(a), sin-cos(t)])))."""
+
+    def __init__(self, num_categories: int, action_dim: int, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.W1 = CategorySpecificLinear(num_categories, action_dim, dim)
+        self.W2 = CategorySpecificLinear(num_categories, 2 * dim, dim)
+        self.W3 = CategorySpecificLinear(num_categories, dim, dim)
+
+    def forward(self, actions, timestep, embodiment_id):
+        action_tokens = self.W1(actions, embodiment_id)
+        time_tokens = sinusoidal_embedding(timestep[:, None].expand(-1, actions.shape[1]), self.dim, cos_first=False, freq_shift=0)
+        x = self.W2(torch.cat([action_tokens, time_tokens.to(action_tokens.dtype)], dim=-1), embodiment_id)
+        return self.W3(F.silu(x), embodiment_id)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with biased q/k/v/out projections (diffusers `Attention` key layout)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, dropout: float):
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_dim
+        self.to_q = nn.Linear(dim, inner)
+        self.to_k = nn.Linear(context_dim or dim, inner)
+        self.to_v = nn.Linear(context_dim or dim, inner)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q, k, v = (proj(src).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+                   for proj, src in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
+        # No mask anywhere in the action head: Isaac ignores the VL padding mask here (§1.3).
+        return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+
+
+class GELUProjection(nn.Module):
+    """Linear followed by tanh-GELU (diffusers `GELU(approximate="tanh")`, key `proj`)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """dim -> 4*dim (tanh-GELU) -> dim. The dropouts sit at indices 1 and 3 as in diffusers, so the
+    keys read ff.net.0.proj / ff.net.2; they are inactive at inference."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(GELUProjection(dim, 4 * dim), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AdaLayerNorm(nn.Module):
+    """LayerNorm without affine, modulated by the timestep embedding: LN(x) * (1 + scale) + shift."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=-1)  # (scale, shift) order, see proj_out_1
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x += Attn(norm1(x)); x += FF(norm3(x)).
+
+    `timestep_conditioned` selects the DiT flavour (adaLN norm1, non-affine norm3) over the plain
+    LayerNorm flavour of the VL self-attention stack. With `context_dim` the attention is cross-attention."""
+
+    def __init__(self, dim, heads, head_dim, dropout, context_dim=None, timestep_conditioned=False):
+        super().__init__()
+        self.norm1 = AdaLayerNorm(dim) if timestep_conditioned else nn.LayerNorm(dim, eps=1e-5)
+        self.attn1 = Attention(dim, heads, head_dim, context_dim, dropout)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=not timestep_conditioned)
+        self.ff = FeedForward(dim, dropout)
+
+    def forward(self, x, context=None, temb=None):
+        normed = self.norm1(x) if temb is None else self.norm1(x, temb)
+        x = x + self.attn1(normed, context)
+        return x + self.ff(self.norm3(x))
+
+
+class TimestepEmbedding(nn.Module):
+    """linear_1 -> SiLU -> linear_2 (diffusers `TimestepEmbedding` key layout)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TimestepEncoder(nn.Module):
+    """Discretized flow timestep (0..999) -> (B, dim) conditioning vector for the DiT."""
+
+    def __init__(self, dim: int, num_channels: int = 256):
+        super().__init__()
+        self.num_channels = num_channels
+        self.timestep_embedder = TimestepEmbedding(num_channels, dim)
+
+    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
+        features = sinusoidal_embedding(timestep, self.num_channels, cos_first=True, freq_shift=1)
+        return self.timestep_embedder(features.to(self.timestep_embedder.linear_1.weight.dtype))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer over [state | future tokens | action tokens]. Even blocks cross-attend
+    to the VL tokens, odd blocks self-attend (`interleave_self_attention`); every block is adaLN-
+    conditioned on the timestep, and so is the output layer."""
+
+    def __init__(self, num_layers, num_attention_heads, attention_head_dim, cross_attention_dim, output_dim, dropout):
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        self.timestep_encoder = TimestepEncoder(dim)
+        self.transformer_blocks = nn.ModuleList(
+            TransformerBlock(dim, num_attention_heads, attention_head_dim, dropout,
+                             context_dim=cross_attention_dim if i % 2 == 0 else None, timestep_conditioned=True)
+            for i in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.proj_out_1 = nn.Linear(dim, 2 * dim)
+        self.proj_out_2 = nn.Linear(dim, output_dim)
+
+    def forward(self, x, vl_tokens, timestep):
+        temb = self.timestep_encoder(timestep)
+        for i, block in enumerate(self.transformer_blocks):
+            x = block(x, context=vl_tokens if i % 2 == 0 else None, temb=temb)
+        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # (shift, scale): reversed vs AdaLayerNorm
+        return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
+
+
+class SelfAttentionTransformer(nn.Module):
+    """The `vl_self_attention` stack: plain self-attention blocks over the VLM tokens, no final norm."""
+
+    def __init__(self, num_layers, num_attention_heads, attention_head_dim, dropout):
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        self.transformer_blocks = nn.ModuleList(
+            TransformerBlock(dim, num_attention_heads, attention_head_dim, dropout) for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.transformer_blocks:
+            x = block(x)
+        return x
+
+
+class FlowMatchingActionHead(nn.Module):
+    """State + VL tokens -> action chunk by Euler-integrating a learned velocity field from noise (t=0) to data (t=1)."""
+
+    def __init__(self, cfg: dict, future_tokens: bool):
+        super().__init__()
+        num_embodiments = cfg.get("max_num_embodiments", 32)
+        dim, hidden = cfg["input_embedding_dim"], cfg["hidden_size"]
+        self.action_horizon, self.action_dim = cfg["action_horizon"], cfg["action_dim"]
+        self.num_steps = cfg.get("num_inference_timesteps", 4)
+        self.num_timestep_buckets = cfg.get("num_timestep_buckets", 1000)
+        self.vlln = nn.LayerNorm(cfg["backbone_embedding_dim"], eps=1e-5)
+        vl, dit = cfg["vl_self_attention_cfg"], cfg["diffusion_model_cfg"]
+        self.vl_self_attention = SelfAttentionTransformer(vl["num_layers"], vl["num_attention_heads"], vl["attention_head_dim"], vl.get("dropout", 0.0))
+        self.model = DiT(dit["num_layers"], dit["num_attention_heads"], dit["attention_head_dim"],
+                         dit["cross_attention_dim"], dit["output_dim"], dit.get("dropout", 0.0))
+        self.state_encoder = CategorySpecificMLP(num_embodiments, cfg["max_state_dim"], hidden, dim)
+        self.action_encoder = MultiEmbodimentActionEncoder(num_embodiments, self.action_dim, dim)
+        self.action_decoder = CategorySpecificMLP(num_embodiments, hidden, hidden, self.action_dim)
+        # Checkpoints trained with Isaac code of June-July 2025 lack the learned future tokens (§1.6).
+        self.future_tokens = nn.Embedding(cfg.get("num_target_vision_tokens", 32), dim) if future_tokens else None
+        self.position_embedding = nn.Embedding(cfg.get("max_seq_len", 1024), dim)
+
+    def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions."""
+        batch, dtype, device = state.shape[0], vl_features.dtype, vl_features.device
+        vl_tokens = self.vl_self_attention(self.vlln(vl_features))
+        prefix = [self.state_encoder(state, embodiment_id)]
+        if self.future_tokens is not None:
+            prefix.append(self.future_tokens.weight.expand(batch, -1, -1))
+        positions = self.position_embedding.weight[: self.action_horizon]
+        # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
+        noise_device = generator.device if generator is not None else torch.device("cpu")
+        actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
+        actions = actions.to(device=device, dtype=dtype)
+        for step in range(self.num_steps):
+            # Isaac discretizes t = step/N into buckets: 0, 250, 500, 750 for 4 steps.
+            timestep = torch.full((batch,), int(step / self.num_steps * self.num_timestep_buckets), device=device)
+            action_tokens = self.action_encoder(actions, timestep, embodiment_id) + positions
+            tokens = self.model(torch.cat(prefix + [action_tokens], dim=1), vl_tokens, timestep)
+            velocity = self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
+            actions = actions + velocity / self.num_steps
+        return actions
+
+
+class GR00TN15(nn.Module):
+    """GR00T N1.5: `backbone.eagle_model` (EagleVLM) + `action_head` (FlowMatchingActionHead).
+
+    `config` is the checkpoint's config.json. Its optional `backbone_cfg.vision_config` and
+    `backbone_cfg.text_config` override the Eagle defaults (real checkpoints have neither; tests
+    use them to build tiny models)."""
+
+    def __init__(self, config: dict, future_tokens: bool = True, attn_implementation: str = "sdpa"):
+        super().__init__()
+        backbone_cfg = config.get("backbone_cfg", {})
+        vision = {**EAGLE_VISION_CONFIG, **backbone_cfg.get("vision_config", {})}
+        text = {**EAGLE_TEXT_CONFIG, **backbone_cfg.get("text_config", {})}
+        text["num_hidden_layers"] = backbone_cfg.get("select_layer", 12)
+        # The extra `eagle_model` level only mirrors the Isaac key names.
+        self.backbone = nn.ModuleDict({"eagle_model": EagleVLM(vision, text, attn_implementation)})
+        self.action_head = FlowMatchingActionHead(config["action_head_cfg"], future_tokens)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.backbone["eagle_model"].tokens_per_image
+
+    @torch.inference_mode()
+    def get_action(self, input_ids, attention_mask, pixel_values, state, embodiment_id, image_token_id: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Model inputs (§3.5) -> normalized action chunk (B, action_horizon, action_dim), float32."""
+        dtype = self.action_head.vlln.weight.dtype
+        features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values.to(dtype), image_token_id)
+        return self.action_head(features, state.to(dtype), embodiment_id, generator).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint loading.
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def parameters_on_meta_device():
+    """Create every nn.Parameter on the meta device (no memory, no random init) while buffers stay real.
+
+    Loading then assigns the checkpoint tensors. `with torch.device("meta")` alone would also put
+    the non-persistent buffers (rotary frequencies, SigLIP position ids) on meta, and checkpoints
+    do not hold them. Same idea as accelerate's `init_empty_weights(include_buffers=False)`."""
+    register_parameter = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":  # re-registering a meta one (weight tying) keeps it
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register_parameter
+
+
+def resolve_source(source: str | Path, what: str, allow_patterns: list[str], revision: str | None = None) -> Path:
+    """A local directory as is; otherwise treat `source` as a Hugging Face hub id and download the matching files."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    looks_like_hub_id = str(source).count("/") == 1 and not str(source).startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise FileNotFoundError(f"{what} {str(source)!r} is not a directory (nor a Hugging Face hub id like 'owner/name').")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(source), revision=revision, allow_patterns=allow_patterns))
+    except Exception as err:  # the hub client raises many error types (offline, 404, auth); all mean the same here
+        raise FileNotFoundError(
+            f"{what} {str(source)!r} is not a local directory and could not be downloaded from the Hugging Face Hub "
+            f"({type(err).__name__}: {err}). Pass a local directory, or check the hub id, revision and network."
+        ) from err
+
+
+def resolve_checkpoint(checkpoint: str | Path, revision: str | None = None, weights: bool = True) -> Path:
+    """Checkpoint directory holding config.json and experiment_cfg/metadata.json (and the weights if `weights`)."""
+    patterns = ["config.json", "model.safetensors.index.json", "experiment_cfg/*"] + (["*.safetensors"] if weights else [])
+    directory = resolve_source(checkpoint, "GR00T checkpoint", patterns, revision)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{directory / 'config.json'} is missing: not an Isaac-GR00T N1.5 checkpoint directory "
+            "(expected config.json, model.safetensors or sharded model-*.safetensors with model.safetensors.index.json, "
+            "and experiment_cfg/metadata.json)."
+        )
+    if not (directory / "experiment_cfg" / "metadata.json").is_file():
+        raise FileNotFoundError(
+            f"{directory / 'experiment_cfg' / 'metadata.json'} is missing. It holds the embodiment's modality keys and "
+            "normalization statistics, without which states cannot be normalized nor actions unnormalized. "
+            "Isaac-GR00T fine-tuning writes it into the output directory: copy experiment_cfg/ from the training run."
+        )
+    return directory
+
+
+def safetensors_files(directory: Path) -> list[Path]:
+    """The weight files: the shards named by model.safetensors.index.json, else model.safetensors."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [name for name in shards if not (directory / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names shards that are not in {directory}: {missing}")
+        return [directory / name for name in shards]
+    if (directory / "model.safetensors").is_file():
+        return [directory / "model.safetensors"]
+    raise FileNotFoundError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json with its shards.")
+
+
+def load_state_dict(files: list[Path], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Read all tensors, cast to `dtype`. lm_head is tied to embed_tokens: checkpoints store either
+    or both (§1.6), so whichever is present fills both names with one shared tensor."""
+    from safetensors import safe_open
+
+    state = {}
+    for file in files:
+        with safe_open(str(file), framework="pt", device=str(device)) as handle:
+            for key in handle.keys():
+                if key == LM_HEAD_KEY and EMBED_TOKENS_KEY in state:
+                    continue
+                state[key] = handle.get_tensor(key).to(dtype)
+    embedding = state.get(EMBED_TOKENS_KEY, state.get(LM_HEAD_KEY))
+    if embedding is not None:
+        state[EMBED_TOKENS_KEY] = state[LM_HEAD_KEY] = embedding
+    return state
+
+
+def build_model(config: dict, future_tokens: bool = True, attn_implementation: str = "sdpa") -> GR00TN15:
+    """The architecture with parameters on the meta device, ready for `load_state_dict(assign=True)`."""
+    with parameters_on_meta_device():
+        return GR00TN15(config, future_tokens, attn_implementation)
+
+
+def load_model(checkpoint_dir: Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+               attn_implementation: str = "sdpa") -> GR00TN15:
+    """Build GR00T N1.5 from an Isaac-format checkpoint directory and load its weights strictly."""
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    state = load_state_dict(safetensors_files(checkpoint_dir), dtype, device)
+    model = build_model(config, future_tokens=FUTURE_TOKENS_KEY in state, attn_implementation=attn_implementation)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint_dir} does not match the GR00T N1.5 architecture: missing {missing[:5]} "
+            f"({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)} in all). "
+            "This loader reads Isaac-GR00T checkpoints; LeRobot-format ones prefix every key with `_groot_model.`."
+        )
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def load_tokenizer(source: str | Path = DEFAULT_TOKENIZER, revision: str | None = None):
+    """The Eagle 2.5 tokenizer (Qwen3 vocabulary + image tokens), left-padding, from a directory or hub id."""
+    directory = resolve_source(source, "GR00T tokenizer (--groot-tokenizer)", ["*.json", "merges.txt"], revision)
+    has_vocab = (directory / "tokenizer.json").is_file() or all((directory / f).is_file() for f in ("vocab.json", "merges.txt"))
+    missing = [f for f in ("tokenizer_config.json",) if not (directory / f).is_file()] + ([] if has_vocab else ["vocab.json + merges.txt (or tokenizer.json)"])
+    if missing:
+        raise FileNotFoundError(
+            f"GR00T tokenizer directory {directory} lacks {', '.join(missing)}. Pass --groot-tokenizer with a "
+            f"directory or hub id holding the Eagle 2.5 tokenizer files (default {DEFAULT_TOKENIZER}; Isaac-GR00T "
+            "vendors them in gr00t/model/backbone/eagle2_hg_model/)."
+        )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    unknown = [t for t in PROMPT_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if unknown:
+        raise ValueError(f"tokenizer in {directory} lacks the special tokens {unknown} that the GR00T prompt needs; is it the Eagle 2.5 tokenizer?")
+    tokenizer.padding_side = "left"  # as Isaac's processor (§1.2.4)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata, pre-processing and post-processing.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GR00TMetadata:
+    """What experiment_cfg/metadata.json says about one embodiment, in concatenation order.
+
+    `video` maps a camera name (e.g. "front") to {"resolution": [W, H], "channels", "fps"};
+    `state`/`action` map a key name (e.g. "single_arm") to its statistics {"min", "max", "mean",
+    "std", "q01", "q99"} as float arrays of length D_key. Observation/action dict keys carry a
+    "video." / "state." / "action." prefix; the names here do not. Statistics reveal units:
+    values within +-pi suggest radians, within +-100 LeRobot's normalized range, else degrees."""
+
+    embodiment_tag: str
+    video: dict[str, dict]
+    state: dict[str, dict[str, np.ndarray]]
+    action: dict[str, dict[str, np.ndarray]]
+    language_key: str = DEFAULT_LANGUAGE_KEY
+    action_horizon: int = 16
+
+    @classmethod
+    def from_json(cls, metadata: dict, embodiment_tag: str, action_horizon: int = 16) -> GR00TMetadata:
+        """Parse the {tag: DatasetMetadata} layout of metadata.json (§3.7)."""
+        if embodiment_tag not in EMBODIMENT_TAG_TO_ID:
+            raise ValueError(f"unknown embodiment tag {embodiment_tag!r}: known tags are {sorted(EMBODIMENT_TAG_TO_ID)} (metadata.json has {sorted(metadata)}).")
+        if embodiment_tag not in metadata:
+            raise ValueError(f"metadata.json has no entry for embodiment tag {embodiment_tag!r}; it has {sorted(metadata)}. Pass one of those.")
+        entry = metadata[embodiment_tag]
+        modalities, statistics = entry["modalities"], entry["statistics"]
+
+        def stats(kind: str) -> dict[str, dict[str, np.ndarray]]:
+            keys = modalities.get(kind) or statistics[kind]  # modality order is the concatenation order
+            return {key: {name: np.asarray(values, dtype=np.float32) for name, values in statistics[kind][key].items()} for key in keys}
+
+        return cls(embodiment_tag, dict(modalities["video"]), stats("state"), stats("action"), action_horizon=action_horizon)
+
+    @property
+    def state_dims(self) -> dict[str, int]:
+        return {key: len(s["min"]) for key, s in self.state.items()}
+
+    @property
+    def action_dims(self) -> dict[str, int]:
+        return {key: len(s["min"]) for key, s in self.action.items()}
+
+    def modality_config(self) -> dict[str, dict[str, list]]:
+        """The four Isaac `ModalityConfig`s as plain dicts: {modality: {"delta_indices", "modality_keys"}}."""
+        return {
+            "video": {"delta_indices": [0], "modality_keys": [f"video.{k}" for k in self.video]},
+            "state": {"delta_indices": [0], "modality_keys": [f"state.{k}" for k in self.state]},
+            "action": {"delta_indices": list(range(self.action_horizon)), "modality_keys": [f"action.{k}" for k in self.action]},
+            "language": {"delta_indices": [0], "modality_keys": [self.language_key]},
+        }
+
+
+def load_metadata(checkpoint_dir: Path, embodiment_tag: str = "new_embodiment") -> GR00TMetadata:
+    """GR00TMetadata of a checkpoint directory (see `resolve_checkpoint`)."""
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    metadata = json.loads((checkpoint_dir / "experiment_cfg" / "metadata.json").read_text())
+    return GR00TMetadata.from_json(metadata, embodiment_tag, config.get("action_horizon", 16))
+
+
+def normalize_min_max(x: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """Map [min, max] to [-1, 1] per dimension (0 where max == min); no clipping, as Isaac."""
+    low, high = stats["min"], stats["max"]
+    span = np.where(high > low, high - low, 1.0)
+    return np.where(high > low, 2.0 * (x - low) / span - 1.0, 0.0)
+
+
+def unnormalize_min_max(y: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """Inverse of `normalize_min_max`: [-1, 1] -> [min, max]."""
+    return (y + 1.0) / 2.0 * (stats["max"] - stats["min"]) + stats["min"]
+
+
+def preprocess_images(frames: np.ndarray, image_size: int = 224) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB -> float (N, 3, S, S) in [-1, 1], as Isaac's eval video transform:
+    95 % centre crop, bilinear antialiased resize, truncation back to uint8, then (x/255 - 0.5) / 0.5."""
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    height, width = images.shape[-2:]
+    crop_h, crop_w = int(CROP_FRACTION * height), int(CROP_FRACTION * width)
+    top, left = int(round((height - crop_h) / 2)), int(round((width - crop_w) / 2))  # torchvision's centre
+    images = images[..., top:top + crop_h, left:left + crop_w]
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    images = (images * 255).clamp(0, 255).to(torch.uint8).float()  # Isaac round-trips through uint8 (truncating)
+    return images / 127.5 - 1.0
+
+
+def build_prompt(instruction: str, num_images: int, tokens_per_image: int) -> str:
+    """The Eagle chat prompt (§1.2.4): images first, each as `<image k><img>` + placeholders + `</img>`."""
+    images = "".join(f"<image {k}><img>{IMAGE_CONTEXT_TOKEN * tokens_per_image}</img>" for k in range(1, num_images + 1))
+    return (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n{images}{instruction}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def instructions_from(observation: dict, batch: int, language_key: str) -> list[str]:
+    """One instruction per batch row from the annotation key (a str, or a list of B str / [str])."""
+    keys = [language_key] if language_key in observation else [k for k in observation if k.startswith("annotation")]
+    if not keys:
+        return [DEFAULT_INSTRUCTION] * batch
+    value = observation[keys[0]]
+    if isinstance(value, str):
+        return [value] * batch
+    # Plain text, as in training; post-Sep-2025 Isaac servers render "['...']" instead (§3.3).
+    texts = [str(np.asarray(v).reshape(-1)[0]) for v in value]
+    if len(texts) != batch:
+        raise ValueError(f"{keys[0]} has {len(texts)} instructions for a batch of {batch} observations.")
+    return texts
+
+
+class GR00TPolicy:
+    """Batched GR00T N1.5 policy on the official Isaac observation/action dict format.
+
+    get_action(observation) takes
+      video.<camera>: uint8 [B, T, H, W, 3] RGB (T = 1), any H x W (cropped and resized to 224),
+      state.<key>: float [B, T, D_key] in the dataset's units (the last of T is used),
+      annotation.* (optional): list of B instructions (or one str for all),
+    and returns action.<key>: float32 [B, 16, D_key] absolute targets in the same units.
+    Without the batch axis (state [T, D]) the output has no batch axis either, as in Isaac.
+    Keys and statistics: `policy.metadata` (GR00TMetadata) and `modality_config()`.
+    """
+
+    def __init__(self, model: GR00TN15, tokenizer, metadata: GR00TMetadata, seed: int | None = None, clip_actions: bool = False):
+        self.model, self.tokenizer, self.metadata = model, tokenizer, metadata
+        self.device = next(model.parameters()).device
+        self.embodiment_id = EMBODIMENT_TAG_TO_ID[metadata.embodiment_tag]
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN)
+        self.max_state_dim = model.action_head.state_encoder.layer1.W.shape[1]
+        # Isaac does not clip; clipping to the training [min, max] is an opt-in safety net.
+        self.clip_actions = clip_actions
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, embodiment_tag: str = "new_embodiment",
+                        tokenizer: str | Path = DEFAULT_TOKENIZER, dtype: str | torch.dtype = "bfloat16",
+                        device: str | None = None, revision: str | None = None, attn_implementation: str = "sdpa",
+                        seed: int | None = None, clip_actions: bool = False) -> GR00TPolicy:
+        """Load a checkpoint directory or hub id (`revision` = branch/tag/commit, e.g. phospho's step branches).
+        `dtype` is the weight and compute dtype whatever the stored dtype; device defaults to CUDA if present."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        directory = resolve_checkpoint(checkpoint, revision)
+        metadata = load_metadata(directory, embodiment_tag)  # before the weights: fails fast on a bad tag
+        tokenizer = load_tokenizer(tokenizer)
+        model = load_model(directory, dtype, device, attn_implementation)
+        return cls(model, tokenizer, metadata, seed=seed, clip_actions=clip_actions)
+
+    def get_metadata(self) -> GR00TMetadata:
+        return self.metadata
+
+    def modality_config(self) -> dict[str, dict[str, list]]:
+        return self.metadata.modality_config()
+
+    def prepare_inputs(self, observation: dict) -> dict[str, torch.Tensor]:
+        """Batched observation dict -> model inputs (input_ids, attention_mask, pixel_values, state, embodiment_id)."""
+        states = []
+        for key, stats in self.metadata.state.items():
+            if f"state.{key}" not in observation:
+                raise KeyError(f"observation lacks 'state.{key}'; this checkpoint expects {list(self.modality_config()['state']['modality_keys'])}.")
+            value = np.asarray(observation[f"state.{key}"], dtype=np.float32)[:, -1]
+            if value.shape[-1] != len(stats["min"]):
+                raise ValueError(f"state.{key} has {value.shape[-1]} dims, the checkpoint's statistics have {len(stats['min'])}.")
+            states.append(normalize_min_max(value, stats))
+        state = np.concatenate(states, axis=-1)
+        batch = state.shape[0]
+        state = np.pad(state, ((0, 0), (0, self.max_state_dim - state.shape[1])))[:, None]  # zero-pad to max_state_dim
+
+        views = []
+        for camera in self.metadata.video:
+            if f"video.{camera}" not in observation:
+                raise KeyError(f"observation lacks 'video.{camera}'; this checkpoint expects {self.modality_config()['video']['modality_keys']}.")
+            views.append(np.asarray(observation[f"video.{camera}"], dtype=np.uint8))
+        frames = np.stack(views, axis=2)  # (B, T, V, H, W, 3): images in Isaac's "(t v)" order per sample
+        images_per_sample = frames.shape[1] * frames.shape[2]
+        pixel_values = preprocess_images(frames.reshape(-1, *frames.shape[-3:]))
+
+        prompts = [build_prompt(text, images_per_sample, self.model.tokens_per_image)
+                   for text in instructions_from(observation, batch, self.metadata.language_key)]
+        tokens = self.tokenizer(prompts, padding=True, return_tensors="pt")
+        return {
+            "input_ids": tokens["input_ids"].to(self.device),
+            "attention_mask": tokens["attention_mask"].to(self.device),
+            "pixel_values": pixel_values.to(self.device),
+            "state": torch.from_numpy(state).to(self.device),
+            "embodiment_id": torch.full((batch,), self.embodiment_id, dtype=torch.long, device=self.device),
+        }
+
+    def get_action(self, observation: dict, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+        """Batched observation dict -> {action.<key>: float32 [B, 16, D_key]}; noise from `generator`
+        if given, else from the policy's own (seeded by `seed`)."""
+        batched = np.ndim(observation[f"state.{next(iter(self.metadata.state))}"]) == 3
+        if not batched:  # Isaac's convention: state [T, D] means a single observation
+            observation = {k: [v] if isinstance(v, str) else np.asarray(v)[None] for k, v in observation.items()}
+        normalized = self.model.get_action(**self.prepare_inputs(observation), image_token_id=self.image_token_id,
+                                           generator=generator or self.generator).cpu().numpy()
+        if self.clip_actions:
+            normalized = np.clip(normalized, -1.0, 1.0)
+        actions, start = {}, 0
+        for key, stats in self.metadata.action.items():
+            width = len(stats["min"])
+            chunk = unnormalize_min_max(normalized[..., start:start + width], stats).astype(np.float32)
+            actions[f"action.{key}"] = chunk if batched else chunk[0]
+            start += width
+        return actions
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference server protocol (§4): ZeroMQ REQ/REP, msgpack, numpy arrays as .npy bytes.
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, obj, allow_pickle=False)
+        return {"__ndarray_class__": True, "as_npy": buffer.getvalue()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot send {type(obj).__name__} to a GR00T server")
+
+
+def _decode(obj: dict) -> Any:
+    if "__ndarray_class__" in obj:
+        return np.load(io.BytesIO(obj["as_npy"]), allow_pickle=False)
+    if "__ModalityConfig_class__" in obj:  # Isaac's pydantic ModalityConfig, as a plain dict here
+        return json.loads(obj["as_json"])
+    return obj
+
+
+def pack(message: Any) -> bytes:
+    return msgpack.packb(message, default=_encode)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, object_hook=_decode)
+
+
+class GR00TClient:
+    """Client for the official Isaac-GR00T inference server (msgpack generation, Aug 2025+) and `GR00TServer`.
+
+    Same interface as GR00TPolicy: get_action, modality_config, get_metadata (the last only on
+    GR00TServer: Isaac servers do not expose statistics). Every call gives up after `timeout_s`
+    with a TimeoutError instead of hanging; the socket is then recreated so the client stays usable."""
+
+    def __init__(self, host: str = "localhost", port: int = 5555, timeout_s: float = 15.0, api_token: str | None = None):
+        self.host, self.port, self.timeout_s, self.api_token = host, port, timeout_s, api_token
+        self.socket = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        socket = zmq.Context.instance().socket(zmq.REQ)
+        for option in (zmq.RCVTIMEO, zmq.SNDTIMEO):
+            socket.setsockopt(option, int(self.timeout_s * 1000))
+        socket.setsockopt(zmq.LINGER, 0)  # never block interpreter exit on unsent requests
+        socket.connect(f"tcp://{self.host}:{self.port}")
+        return socket
+
+    def call(self, endpoint: str, data: dict | None = None) -> Any:
+        """Send one request and wait for its reply; raises TimeoutError, ConnectionError or RuntimeError (server error)."""
+        request = {"endpoint": endpoint} | ({} if data is None else {"data": data})
+        if self.api_token:
+            request["api_token"] = self.api_token
+        address = f"{self.host}:{self.port}"
+        try:
+            self.socket.send(pack(request))
+            reply = unpack(self.socket.recv())
+        except zmq.Again:
+            # A REQ socket that missed its reply cannot send again: replace it.
+            self.socket.close()
+            self.socket = self._connect()
+            raise TimeoutError(
+                f"no reply from the GR00T server at {address} to '{endpoint}' within {self.timeout_s:g} s. Is it running? "
+                f"Start one with `python groot_n15.py serve CHECKPOINT --port {self.port}` or Isaac-GR00T's "
+                f"`python scripts/inference_service.py --server --model_path CHECKPOINT --port {self.port}`."
+            ) from None
+        except zmq.ZMQError as err:
+            self.socket.close()
+            self.socket = self._connect()
+            raise ConnectionError(f"cannot talk to the GR00T server at {address}: {err}") from err
+        if isinstance(reply, dict) and "error" in reply:
+            raise RuntimeError(f"GR00T server at {address} failed on '{endpoint}': {reply['error']}")
+        return reply
+
+    def ping(self) -> bool:
+        """True if the server answers within the timeout."""
+        try:
+            self.call("ping")
+            return True
+        except (TimeoutError, ConnectionError):
+            return False
+
+    def get_action(self, observation: dict) -> dict[str, np.ndarray]:
+        return self.call("get_action", observation)
+
+    def modality_config(self) -> dict[str, dict[str, list]]:
+        return self.call("get_modality_config")
+
+    def get_metadata(self) -> GR00TMetadata:
+        return GR00TMetadata(**self.call("get_metadata"))
+
+    def kill(self) -> None:
+        """Ask the server to stop after this reply."""
+        self.call("kill")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class GR00TServer:
+    """Serve a policy (GR00TPolicy, or anything with the same methods) with the Isaac protocol.
+
+    Endpoints: ping, get_action, get_modality_config, kill, plus get_metadata (ours: statistics).
+    `port=0` picks a free port (see `.port`). `run()` blocks until a client sends `kill`."""
+
+    def __init__(self, policy, host: str = "0.0.0.0", port: int = 5555, api_token: str | None = None):
+        self.policy, self.api_token = policy, api_token
+        self.socket = zmq.Context.instance().socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(f"tcp://{host}:{port or '*'}")
+        self.port = int(self.socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        self.running = False
+
+    def handle(self, request: dict) -> Any:
+        """Reply to one decoded request; errors become {"error": message} as in Isaac."""
+        if self.api_token is not None and request.get("api_token") != self.api_token:
+            return {"error": "Unauthorized: Invalid API token"}
+        endpoint = request.get("endpoint", "get_action")
+        try:
+            if endpoint == "ping":
+                return {"status": "ok", "message": "Server is running"}
+            if endpoint == "kill":
+                self.running = False
+                return {"status": "ok", "message": "Server is stopping"}
+            if endpoint == "get_action":
+                return self.policy.get_action(request.get("data", {}))
+            if endpoint == "get_modality_config":
+                return {name: {"__ModalityConfig_class__": True, "as_json": json.dumps(config)}
+                        for name, config in self.policy.modality_config().items()}
+            if endpoint == "get_metadata":
+                return asdict(self.policy.get_metadata())
+            return {"error": f"Unknown endpoint: {endpoint}"}
+        except Exception as err:  # a bad request must not take the server down
+            return {"error": f"{type(err).__name__}: {err}"}
+
+    def run(self) -> None:
+        self.running = True
+        print(f"GR00T server listening on {self.socket.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+        while self.running:
+            self.socket.send(pack(self.handle(unpack(self.socket.recv()))))
+        self.socket.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------
+
+
+def print_info(checkpoint_dir: Path, metadata: GR00TMetadata) -> None:
+    """Modality keys, dims and statistics of a checkpoint: what a sim integration needs to map cameras and joints."""
+    index = checkpoint_dir / "model.safetensors.index.json"
+    future = FUTURE_TOKENS_KEY in json.loads(index.read_text())["weight_map"] if index.is_file() else "unknown (no index)"
+    print(f"checkpoint: {checkpoint_dir}\nembodiment: {metadata.embodiment_tag} (id {EMBODIMENT_TAG_TO_ID[metadata.embodiment_tag]})"
+          f"\nfuture_tokens: {future}\nlanguage: {metadata.language_key}")
+    for camera, info in metadata.video.items():
+        print(f"video.{camera}: {info}")
+    for kind, stats in (("state", metadata.state), ("action", metadata.action)):
+        for key, s in stats.items():
+            print(f"{kind}.{key} [{len(s['min'])}]: min {np.round(s['min'], 3).tolist()} max {np.round(s['max'], 3).tolist()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="GR00T N1.5 inference: inspect a checkpoint or serve it over ZeroMQ.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="print modality keys and statistics (reads no weights)")
+    serve = commands.add_parser("serve", help="serve the checkpoint with the Isaac-GR00T ZeroMQ protocol")
+    for sub in (info, serve):
+        sub.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
+        sub.add_argument("--revision", default=None, help="hub branch/tag/commit")
+        sub.add_argument("--embodiment-tag", default="new_embodiment")
+    serve.add_argument("--groot-tokenizer", default=DEFAULT_TOKENIZER, help="Eagle 2.5 tokenizer directory or hub id")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=5555)
+    serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    serve.add_argument("--api-token", default=None)
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        directory = resolve_checkpoint(args.checkpoint, args.revision, weights=False)
+        print_info(directory, load_metadata(directory, args.embodiment_tag))
+    else:
+        policy = GR00TPolicy.from_pretrained(args.checkpoint, args.embodiment_tag, args.groot_tokenizer, args.dtype,
+                                             args.device, args.revision)
+        GR00TServer(policy, args.host, args.port, args.api_token).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""Tests for groot_n15.py on tiny random checkpoints written in the real Isaac on-disk format.
+
+No network and no GPU: the checkpoints, the tokenizer (real Qwen2 file layout, byte-level vocab)
+and the servers are all made here, servers on 127.0.0.1 only.
+"""
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import groot_n15
+from groot_n15 import (
+    EMBED_TOKENS_KEY, FUTURE_TOKENS_KEY, LM_HEAD_KEY, GR00TClient, GR00TN15, GR00TPolicy, GR00TServer,
+    build_model, build_prompt, normalize_min_max, preprocess_images, unnormalize_min_max,
+)
+
+DATA = Path(__file__).parent / "data"
+
+# config.json of nvidia/GR00T-N1.5-3B as the facts file quotes it (§1.5), fields the model reads.
+REAL_CONFIG = {
+    "model_type": "gr00t_n1_5", "action_horizon": 16, "action_dim": 32,
+    "backbone_cfg": {"select_layer": 12, "project_to_dim": None, "tune_llm": False, "tune_visual": True},
+    "action_head_cfg": {
+        "action_dim": 32, "action_horizon": 16, "add_pos_embed": True, "backbone_embedding_dim": 2048,
+        "hidden_size": 1024, "input_embedding_dim": 1536, "max_action_dim": 32, "max_state_dim": 64,
+        "num_inference_timesteps": 4, "num_target_vision_tokens": 32, "num_timestep_buckets": 1000, "use_vlln": True,
+        "diffusion_model_cfg": {
+            "attention_head_dim": 48, "cross_attention_dim": 2048, "dropout": 0.2, "final_dropout": True,
+            "interleave_self_attention": True, "norm_type": "ada_norm", "num_attention_heads": 32,
+            "num_layers": 16, "output_dim": 1024, "positional_embeddings": None,
+        },
+        "vl_self_attention_cfg": {
+            "attention_head_dim": 64, "dropout": 0.2, "final_dropout": True, "num_attention_heads": 32,
+            "num_layers": 4, "positional_embeddings": None,
+        },
+    },
+}
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>", "<img>", "</img>"]
+BYTE_VOCAB_SIZE = 256
+
+# Same structure, tiny sizes: SigLIP at 224 px with 56 px patches gives 16 tokens per image.
+TINY_CONFIG = json.loads(json.dumps(REAL_CONFIG))
+TINY_CONFIG["backbone_cfg"] |= {
+    "select_layer": 2,
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 56},
+    "text_config": {"vocab_size": BYTE_VOCAB_SIZE + len(SPECIAL_TOKENS), "hidden_size": 64, "intermediate_size": 128,
+                    "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16},
+}
+TINY_CONFIG["action_head_cfg"] |= {"backbone_embedding_dim": 64, "hidden_size": 32, "input_embedding_dim": 48}
+TINY_CONFIG["action_head_cfg"]["diffusion_model_cfg"] |= {"attention_head_dim": 24, "num_attention_heads": 2, "num_layers": 4, "cross_attention_dim": 64, "output_dim": 32}
+TINY_CONFIG["action_head_cfg"]["vl_self_attention_cfg"] |= {"attention_head_dim": 32, "num_attention_heads": 2, "num_layers": 2}
+
+
+def stats(low, high):
+    low, high = np.asarray(low, float), np.asarray(high, float)
+    return {"min": low.tolist(), "max": high.tolist(), "mean": ((low + high) / 2).tolist(), "std": ((high - low) / 4).tolist(),
+            "q01": low.tolist(), "q99": high.tolist()}
+
+
+ARM_STATS = stats([-1.9, -1.7, -1.6, -1.6, -2.7], [1.9, 1.7, 1.6, 1.6, 2.7])
+GRIPPER_STATS = stats([0.0], [0.0])  # a constant dimension: normalizes to 0, unnormalizes to min
+METADATA = {"new_embodiment": {
+    "statistics": {"state": {"single_arm": ARM_STATS, "gripper": GRIPPER_STATS},
+                   "action": {"single_arm": ARM_STATS, "gripper": stats([-0.2], [1.7])}},
+    "modalities": {
+        "video": {"front": {"resolution": [96, 72], "channels": 3, "fps": 30.0}, "wrist": {"resolution": [96, 72], "channels": 3, "fps": 30.0}},
+        "state": {"single_arm": {"absolute": True, "rotation_type": None, "shape": [5], "continuous": True},
+                  "gripper": {"absolute": True, "rotation_type": None, "shape": [1], "continuous": True}},
+        "action": {"single_arm": {"absolute": True, "rotation_type": None, "shape": [5], "continuous": True},
+                   "gripper": {"absolute": True, "rotation_type": None, "shape": [1], "continuous": True}},
+    },
+    "embodiment_tag": "new_embodiment",
+}}
+
+
+def write_tokenizer(directory: Path) -> Path:
+    """A byte-level BPE tokenizer in the Eagle/Qwen2 file layout (vocab.json + merges.txt, no tokenizer.json)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    (directory / "added_tokens.json").write_text(json.dumps({t: BYTE_VOCAB_SIZE + i for i, t in enumerate(SPECIAL_TOKENS)}))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>",
+        "additional_special_tokens": SPECIAL_TOKENS[1:], "model_max_length": 131072,
+    }))
+    return directory
+
+
+def write_checkpoint(directory: Path, drop_keys=(), dtype=torch.float32, shards: int = 2) -> Path:
+    """Random tiny GR00T N1.5 in the Isaac format: config.json, safetensors (+ index), experiment_cfg/metadata.json."""
+    torch.manual_seed(0)
+    state = {k: v.detach().clone().to(dtype) for k, v in GR00TN15(TINY_CONFIG).state_dict().items() if k not in drop_keys}
+    (directory / "experiment_cfg").mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (directory / "experiment_cfg" / "metadata.json").write_text(json.dumps(METADATA))
+    if shards == 1:
+        save_file(state, directory / "model.safetensors")
+        return directory
+    keys = list(state)
+    weight_map = {}
+    for shard, part in enumerate(np.array_split(np.arange(len(keys)), shards), start=1):
+        name = f"model-{shard:05d}-of-{shards:05d}.safetensors"
+        save_file({keys[i]: state[keys[i]] for i in part}, directory / name)
+        weight_map |= {keys[i]: name for i in part}
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return write_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def policy(checkpoint_dir, tokenizer_dir):
+    return GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", seed=0)
+
+
+def observation(batch: int = 2, seed: int = 0, instructions=None) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video.front": rng.integers(0, 256, (batch, 1, 72, 96, 3), dtype=np.uint8),
+        "video.wrist": rng.integers(0, 256, (batch, 1, 72, 96, 3), dtype=np.uint8),
+        "state.single_arm": rng.uniform(-1.5, 1.5, (batch, 1, 5)),
+        "state.gripper": np.zeros((batch, 1, 1)),
+        "annotation.human.task_description": instructions or ["slide the paper into the red square"] * batch,
+    }
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----- loading and inference -----------------------------------------------------------------
+
+
+def test_tiny_checkpoint_gives_chunks_per_action_key(policy):
+    actions = policy.get_action(observation(batch=3))
+    assert set(actions) == {"action.single_arm", "action.gripper"}
+    assert actions["action.single_arm"].shape == (3, 16, 5) and actions["action.gripper"].shape == (3, 16, 1)
+    assert all(a.dtype == np.float32 and np.isfinite(a).all() for a in actions.values())
+
+
+def test_same_seed_same_chunk_other_seed_other_chunk(policy):
+    obs = observation()
+    first, again = policy.get_action(obs, seeded(7)), policy.get_action(obs, seeded(7))
+    other = policy.get_action(obs, seeded(8))
+    np.testing.assert_array_equal(first["action.single_arm"], again["action.single_arm"])
+    assert not np.allclose(first["action.single_arm"], other["action.single_arm"])
+    # Noise is drawn per batch row: identical observations still get different chunks.
+    assert not np.allclose(first["action.single_arm"][0], first["action.single_arm"][1])
+
+
+def test_policy_seed_makes_the_call_sequence_reproducible(checkpoint_dir, tokenizer_dir):
+    def two_calls():
+        p = GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", seed=3)
+        return [p.get_action(observation())["action.single_arm"] for _ in range(2)]
+
+    (a1, a2), (b1, b2) = two_calls(), two_calls()
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.allclose(a1, a2)
+
+
+def test_actions_are_the_unnormalized_model_output(policy):
+    obs = observation()
+    normalized = policy.model.get_action(**policy.prepare_inputs(obs), image_token_id=policy.image_token_id, generator=seeded(1)).numpy()
+    actions = policy.get_action(obs, seeded(1))
+    np.testing.assert_allclose(actions["action.single_arm"], unnormalize_min_max(normalized[..., :5], policy.metadata.action["single_arm"]), rtol=1e-6)
+    np.testing.assert_allclose(actions["action.gripper"], unnormalize_min_max(normalized[..., 5:6], policy.metadata.action["gripper"]), rtol=1e-6)
+
+
+def test_clipped_actions_land_inside_the_statistics_range(checkpoint_dir, tokenizer_dir):
+    policy = GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", seed=0, clip_actions=True)
+    actions = policy.get_action(observation(batch=4))
+    for key, stats in policy.metadata.action.items():
+        chunk = actions[f"action.{key}"]
+        assert (chunk >= stats["min"] - 1e-5).all() and (chunk <= stats["max"] + 1e-5).all()
+        assert chunk.std() > 0  # not collapsed onto a bound
+
+
+def test_unbatched_observation_and_mixed_instructions(policy):
+    single = {k: v[0] for k, v in observation(batch=1).items()}
+    assert policy.get_action(single)["action.single_arm"].shape == (16, 5)
+    # Different instruction lengths in one batch exercise left padding.
+    batch = policy.get_action(observation(batch=2, instructions=["push", "slide the sheet of paper into the square"]))
+    assert batch["action.single_arm"].shape == (2, 16, 5)
+
+
+@pytest.mark.parametrize("variant", ["no_future_tokens", "bfloat16_weights", "lm_head_only", "single_file"])
+def test_checkpoint_variants_load(variant, tmp_path, tokenizer_dir):
+    drop = {"no_future_tokens": [FUTURE_TOKENS_KEY], "lm_head_only": [EMBED_TOKENS_KEY]}.get(variant, [])
+    directory = write_checkpoint(tmp_path / variant, drop_keys=drop, dtype=torch.bfloat16 if variant == "bfloat16_weights" else torch.float32,
+                                 shards=1 if variant == "single_file" else 2)
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        policy = GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer_dir, dtype=dtype, device="cpu")
+        assert policy.model.action_head.vlln.weight.dtype == getattr(torch, dtype)
+        assert (policy.model.action_head.future_tokens is None) == (variant == "no_future_tokens")
+        outputs[dtype] = policy.get_action(observation(), seeded(0))["action.single_arm"]
+        assert outputs[dtype].shape == (2, 16, 5)
+    # bf16 compute follows fp32 compute up to bf16 rounding (same noise: it is drawn in fp32).
+    np.testing.assert_allclose(outputs["bfloat16"], outputs["float32"], atol=0.25)
+
+
+# ----- errors ---------------------------------------------------------------------------------
+
+
+def test_missing_metadata_json_is_a_clear_error(tmp_path, tokenizer_dir):
+    directory = write_checkpoint(tmp_path / "ckpt")
+    (directory / "experiment_cfg" / "metadata.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"metadata\.json is missing.*normalization statistics"):
+        GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer_dir, device="cpu")
+
+
+def test_missing_config_json_is_a_clear_error(tmp_path):
+    (tmp_path / "experiment_cfg").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing: not an Isaac-GR00T N1\.5 checkpoint"):
+        groot_n15.resolve_checkpoint(tmp_path)
+
+
+def test_missing_tokenizer_files_are_a_clear_error(tmp_path, checkpoint_dir):
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"lacks vocab\.json \+ merges\.txt.*--groot-tokenizer"):
+        GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tmp_path, device="cpu")
+    with pytest.raises(FileNotFoundError, match="GR00T tokenizer"):
+        groot_n15.load_tokenizer(tmp_path / "no-such-dir")
+
+
+def test_tokenizer_without_image_tokens_is_rejected(tmp_path):
+    directory = write_tokenizer(tmp_path)
+    (directory / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": BYTE_VOCAB_SIZE}))
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    (directory / "tokenizer_config.json").write_text(json.dumps(config | {"additional_special_tokens": []}))
+    with pytest.raises(ValueError, match="lacks the special tokens"):
+        groot_n15.load_tokenizer(directory)
+
+
+def test_unknown_embodiment_tag_is_a_clear_error(checkpoint_dir, tokenizer_dir):
+    with pytest.raises(ValueError, match=r"unknown embodiment tag 'so101'.*new_embodiment"):
+        GR00TPolicy.from_pretrained(checkpoint_dir, embodiment_tag="so101", tokenizer=tokenizer_dir, device="cpu")
+    with pytest.raises(ValueError, match="no entry for embodiment tag 'gr1'"):
+        GR00TPolicy.from_pretrained(checkpoint_dir, embodiment_tag="gr1", tokenizer=tokenizer_dir, device="cpu")
+
+
+def test_missing_observation_key_names_the_expected_keys(policy):
+    obs = observation()
+    del obs["video.wrist"]
+    with pytest.raises(KeyError, match=r"video\.wrist"):
+        policy.get_action(obs)
+
+
+# ----- architecture vs the real checkpoint keys ---------------------------------------------
+
+
+def test_full_size_architecture_matches_the_real_checkpoint_keys():
+    """The full N1.5 model, parameters on meta, has exactly the Isaac checkpoint's names and shapes.
+
+    tests/data/groot_n15_checkpoint_keys.tsv lists each key with layer indices written as N, the
+    number of layers, and the shape of the first layer's tensor."""
+    model = build_model(REAL_CONFIG)
+    state = model.state_dict()
+    collapsed = defaultdict(list)
+    for key, tensor in state.items():
+        collapsed[re.sub(r"\.\d+(?=\.)", ".N", key)].append(tuple(tensor.shape))
+    expected = {}
+    for line in (DATA / "groot_n15_checkpoint_keys.tsv").read_text().splitlines():
+        key, count, shape = line.split("\t")
+        expected[key] = (int(count), tuple(int(d) for d in re.findall(r"\d+", shape)))
+    assert {k: (len(v), v[0]) for k, v in collapsed.items()} == expected
+    assert len(state) == 899  # §1.4, with lm_head
+    assert sum(p.numel() for p in model.parameters()) == 2_413_522_880  # unique (lm_head tied), §6
+    blocks = model.action_head.model.transformer_blocks
+    assert blocks[0].attn1.to_k.weight.shape == (1536, 2048)  # even blocks cross-attend to the VL tokens
+    assert blocks[1].attn1.to_k.weight.shape == (1536, 1536)  # odd blocks self-attend
+
+
+# ----- pre/post-processing pieces ------------------------------------------------------------
+
+
+def test_image_preprocessing_crops_resizes_and_scales():
+    frames = np.full((2, 480, 640, 3), 200, dtype=np.uint8)
+    frames[:, :5] = 0  # a border that the 95 % centre crop removes
+    pixels = preprocess_images(frames)
+    assert pixels.shape == (2, 3, 224, 224)
+    # Isaac truncates back to uint8 after the resize, so float error can cost one level (199.9999 -> 199).
+    assert pixels.min() >= 199 / 127.5 - 1 - 1e-6 and pixels.max() <= 200 / 127.5 - 1 + 1e-6
+    assert (pixels == 200 / 127.5 - 1).float().mean() > 0.5
+
+
+def test_prompt_has_one_placeholder_block_per_image():
+    prompt = build_prompt("push the paper", num_images=2, tokens_per_image=256)
+    assert prompt.count("<IMG_CONTEXT>") == 512 and prompt.count("<img>") == 2
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image 1><img>")
+    assert prompt.endswith("</img>push the paper<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_min_max_normalization_round_trip():
+    stats = {"min": np.array([-2.0, 1.0]), "max": np.array([2.0, 1.0])}
+    x = np.array([[1.0, 1.0], [-2.0, 1.0]])
+    np.testing.assert_allclose(normalize_min_max(x, stats), [[0.5, 0.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(unnormalize_min_max(np.array([[0.5, 0.3]]), stats), [[1.0, 1.0]])
+
+
+def test_metadata_exposes_keys_and_statistics(policy):
+    config = policy.modality_config()
+    assert config["video"]["modality_keys"] == ["video.front", "video.wrist"]
+    assert config["state"]["modality_keys"] == ["state.single_arm", "state.gripper"]
+    assert config["action"] == {"delta_indices": list(range(16)), "modality_keys": ["action.single_arm", "action.gripper"]}
+    assert policy.metadata.action_dims == {"single_arm": 5, "gripper": 1}
+    np.testing.assert_allclose(policy.metadata.state["single_arm"]["max"], ARM_STATS["max"])
+    assert policy.metadata.video["front"]["resolution"] == [96, 72]
+
+
+def test_cli_info_prints_keys_and_statistics(checkpoint_dir, capsys):
+    groot_n15.main(["info", str(checkpoint_dir)])
+    out = capsys.readouterr().out
+    assert "video.front" in out and "action.gripper [1]" in out and "future_tokens: True" in out
+    with pytest.raises(SystemExit) as exit_info:
+        groot_n15.main(["--help"])
+    assert exit_info.value.code == 0
+
+
+# ----- server protocol -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_round_trips_with_a_local_server(policy):
+    server = GR00TServer(policy, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    client = GR00TClient("127.0.0.1", server.port, timeout_s=10)
+    try:
+        assert client.ping()
+        assert client.modality_config() == policy.modality_config()
+        metadata = client.get_metadata()
+        np.testing.assert_array_equal(metadata.action["single_arm"]["min"], policy.metadata.action["single_arm"]["min"])
+        obs = observation()
+        policy.generator.manual_seed(11)
+        remote = client.get_action(obs)
+        policy.generator.manual_seed(11)
+        local = policy.get_action(obs)
+        assert remote.keys() == local.keys()
+        for key in local:
+            np.testing.assert_array_equal(remote[key], local[key])
+        with pytest.raises(RuntimeError, match=f"127.0.0.1:{server.port}.*state.single_arm"):
+            client.get_action({k: v for k, v in obs.items() if k != "state.single_arm"} | {"state.gripper": np.zeros((2, 1, 1))})
+        client.kill()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    finally:
+        client.close()
+
+
+def test_server_checks_the_api_token(policy):
+    server = GR00TServer(policy, host="127.0.0.1", port=0, api_token="secret")
+    try:
+        assert server.handle({"endpoint": "ping"}) == {"error": "Unauthorized: Invalid API token"}
+        assert server.handle({"endpoint": "ping", "api_token": "secret"})["status"] == "ok"
+        assert "Unknown endpoint" in server.handle({"endpoint": "reset", "api_token": "secret"})["error"]
+    finally:
+        server.socket.close()
+
+
+def test_unreachable_server_times_out_with_a_clear_error():
+    port = free_port()
+    client = GR00TClient("127.0.0.1", port, timeout_s=0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port}.*groot_n15\.py serve"):
+            client.get_action(observation(batch=1))
+        assert time.monotonic() - start < 2.0
+        assert not client.ping()  # the socket was recreated: a second call times out again, no hang, no state error
+    finally:
+        client.close()
