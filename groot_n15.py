@@ -183,8 +183,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        q, k, v = (proj(src).unflatten(-1, (self.heads, -1)).transpose(1, 2)
-                   for proj, src in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, H*d) -> (B, H, L, d)
+            return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+        q, k, v = split_heads(self.to_q(x)), split_heads(self.to_k(context)), split_heads(self.to_v(context))
         # No mask anywhere in the action head: Isaac ignores the VL padding mask here (§1.3).
         return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
 
@@ -335,7 +338,7 @@ class FlowMatchingActionHead(nn.Module):
 
     def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions."""
-        batch, dtype, device = state.shape[0], vl_features.dtype, vl_features.device
+        batch, device = state.shape[0], vl_features.device
         vl_tokens = self.vl_self_attention(self.vlln(vl_features))
         prefix = [self.state_encoder(state, embodiment_id)]
         if self.future_tokens is not None:
@@ -344,14 +347,15 @@ class FlowMatchingActionHead(nn.Module):
         # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
         noise_device = generator.device if generator is not None else torch.device("cpu")
         actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
-        actions = actions.to(device=device, dtype=dtype)
+        actions = actions.to(device=device, dtype=vl_tokens.dtype)  # as Isaac: fp32 under autocast
+        dt = 1.0 / self.num_steps
         for step in range(self.num_steps):
             # Isaac discretizes t = step/N into buckets: 0, 250, 500, 750 for 4 steps.
             timestep = torch.full((batch,), int(step / self.num_steps * self.num_timestep_buckets), device=device)
             action_tokens = self.action_encoder(actions, timestep, embodiment_id) + positions
             tokens = self.model(torch.cat(prefix + [action_tokens], dim=1), vl_tokens, timestep)
             velocity = self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
-            actions = actions + velocity / self.num_steps
+            actions = actions + dt * velocity
         return actions
 
 
@@ -381,8 +385,10 @@ class GR00TN15(nn.Module):
                    generator: torch.Generator | None = None) -> torch.Tensor:
         """Model inputs (§3.5) -> normalized action chunk (B, action_horizon, action_dim), float32."""
         dtype = self.action_head.vlln.weight.dtype
-        features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values.to(dtype), image_token_id)
-        return self.action_head(features, state.to(dtype), embodiment_id, generator).float()
+        # Isaac runs bf16 weights under bf16 autocast, so norms and softmax compute in fp32; mirror that.
+        with torch.autocast(pixel_values.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values.to(dtype), image_token_id)
+            return self.action_head(features, state.to(dtype), embodiment_id, generator).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,7 +650,8 @@ class GR00TPolicy:
     """Batched GR00T N1.5 policy on the official Isaac observation/action dict format.
 
     get_action(observation) takes
-      video.<camera>: uint8 [B, T, H, W, 3] RGB (T = 1), any H x W (cropped and resized to 224),
+      video.<camera>: uint8 [B, T, H, W, 3] RGB (T = 1), any H x W (cropped and resized to 224;
+        send metadata.video[camera]["resolution"] to match training, which Isaac asserts),
       state.<key>: float [B, T, D_key] in the dataset's units (the last of T is used),
       annotation.* (optional): list of B instructions (or one str for all),
     and returns action.<key>: float32 [B, 16, D_key] absolute targets in the same units.
@@ -701,14 +708,14 @@ class GR00TPolicy:
         batch = state.shape[0]
         state = np.pad(state, ((0, 0), (0, self.max_state_dim - state.shape[1])))[:, None]  # zero-pad to max_state_dim
 
-        views = []
+        views = []  # per camera (B, T, 3, S, S); cameras may differ in resolution
         for camera in self.metadata.video:
             if f"video.{camera}" not in observation:
                 raise KeyError(f"observation lacks 'video.{camera}'; this checkpoint expects {self.modality_config()['video']['modality_keys']}.")
-            views.append(np.asarray(observation[f"video.{camera}"], dtype=np.uint8))
-        frames = np.stack(views, axis=2)  # (B, T, V, H, W, 3): images in Isaac's "(t v)" order per sample
-        images_per_sample = frames.shape[1] * frames.shape[2]
-        pixel_values = preprocess_images(frames.reshape(-1, *frames.shape[-3:]))
+            frames = np.asarray(observation[f"video.{camera}"], dtype=np.uint8)
+            views.append(preprocess_images(frames.reshape(-1, *frames.shape[-3:])).unflatten(0, frames.shape[:2]))
+        pixel_values = torch.stack(views, dim=2)  # (B, T, V, 3, S, S): Isaac's "(t v)" image order per sample
+        images_per_sample = pixel_values.shape[1] * pixel_values.shape[2]
 
         prompts = [build_prompt(text, images_per_sample, self.model.tokens_per_image)
                    for text in instructions_from(observation, batch, self.metadata.language_key)]
@@ -716,7 +723,7 @@ class GR00TPolicy:
         return {
             "input_ids": tokens["input_ids"].to(self.device),
             "attention_mask": tokens["attention_mask"].to(self.device),
-            "pixel_values": pixel_values.to(self.device),
+            "pixel_values": pixel_values.flatten(0, 2).to(self.device),
             "state": torch.from_numpy(state).to(self.device),
             "embodiment_id": torch.full((batch,), self.embodiment_id, dtype=torch.long, device=self.device),
         }
@@ -724,7 +731,8 @@ class GR00TPolicy:
     def get_action(self, observation: dict, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
         """Batched observation dict -> {action.<key>: float32 [B, 16, D_key]}; noise from `generator`
         if given, else from the policy's own (seeded by `seed`)."""
-        batched = np.ndim(observation[f"state.{next(iter(self.metadata.state))}"]) == 3
+        states = [value for key, value in observation.items() if key.startswith("state.")]
+        batched = not states or np.ndim(states[0]) == 3
         if not batched:  # Isaac's convention: state [T, D] means a single observation
             observation = {k: [v] if isinstance(v, str) else np.asarray(v)[None] for k, v in observation.items()}
         normalized = self.model.get_action(**self.prepare_inputs(observation), image_token_id=self.image_token_id,
@@ -855,33 +863,37 @@ class GR00TServer:
         self.port = int(self.socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
         self.running = False
 
-    def handle(self, request: dict) -> Any:
-        """Reply to one decoded request; errors become {"error": message} as in Isaac."""
+    def handle(self, message: bytes) -> bytes:
+        """Reply to one request; any failure, even an undecodable message, becomes {"error": ...} as in Isaac,
+        so the REP socket always answers and the server keeps running."""
+        try:
+            return pack(self.dispatch(unpack(message)))
+        except Exception as err:
+            return pack({"error": f"{type(err).__name__}: {err}"})
+
+    def dispatch(self, request: dict) -> Any:
         if self.api_token is not None and request.get("api_token") != self.api_token:
             return {"error": "Unauthorized: Invalid API token"}
         endpoint = request.get("endpoint", "get_action")
-        try:
-            if endpoint == "ping":
-                return {"status": "ok", "message": "Server is running"}
-            if endpoint == "kill":
-                self.running = False
-                return {"status": "ok", "message": "Server is stopping"}
-            if endpoint == "get_action":
-                return self.policy.get_action(request.get("data", {}))
-            if endpoint == "get_modality_config":
-                return {name: {"__ModalityConfig_class__": True, "as_json": json.dumps(config)}
-                        for name, config in self.policy.modality_config().items()}
-            if endpoint == "get_metadata":
-                return asdict(self.policy.get_metadata())
-            return {"error": f"Unknown endpoint: {endpoint}"}
-        except Exception as err:  # a bad request must not take the server down
-            return {"error": f"{type(err).__name__}: {err}"}
+        if endpoint == "ping":
+            return {"status": "ok", "message": "Server is running"}
+        if endpoint == "kill":
+            self.running = False
+            return {"status": "ok", "message": "Server is stopping"}
+        if endpoint == "get_action":
+            return self.policy.get_action(request.get("data", {}))
+        if endpoint == "get_modality_config":
+            return {name: {"__ModalityConfig_class__": True, "as_json": json.dumps(config)}
+                    for name, config in self.policy.modality_config().items()}
+        if endpoint == "get_metadata":
+            return asdict(self.policy.get_metadata())
+        raise ValueError(f"Unknown endpoint: {endpoint}")
 
     def run(self) -> None:
         self.running = True
         print(f"GR00T server listening on {self.socket.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
         while self.running:
-            self.socket.send(pack(self.handle(unpack(self.socket.recv()))))
+            self.socket.send(self.handle(self.socket.recv()))
         self.socket.close()
 
 
