@@ -41,10 +41,12 @@ class BasePolicy:
     needs_images = False
     """True when `act` also needs camera images (vision bases such as GR00T)."""
 
-    def __init__(self, num_envs: int):
+    def __init__(self, num_envs: int, act_scale: float = 0.02):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.num_envs = num_envs
+        self.act_scale = act_scale
+        """radians per unit of normalized action: how the env scales what `act` returns"""
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         """Forget the memory of the envs where `mask` is True (all envs when None)."""
@@ -54,7 +56,7 @@ class BasePolicy:
 
     def config(self) -> dict:
         """What is needed to rebuild this base; stored in residual checkpoints."""
-        return {"name": self.name}
+        return {"name": self.name, "act_scale": self.act_scale}
 
     def _check_states(self, states: np.ndarray) -> np.ndarray:
         states = np.asarray(states, dtype=np.float64)
@@ -107,8 +109,7 @@ class JacobianBasePolicy(BasePolicy):
         pointing_weight: float = 0.1,
         yaw_gain: float = 0.1,
     ):
-        super().__init__(num_envs)
-        self.act_scale = act_scale
+        super().__init__(num_envs, act_scale)
         self.hover_height = hover_height
         self.press_height = press_height
         self.contact_height = contact_height
@@ -134,9 +135,6 @@ class JacobianBasePolicy(BasePolicy):
         self._paper_top = m.geom("paper").size[2] * 2
         self.phase = np.full(num_envs, self.APPROACH)
         self.press_steps = np.zeros(num_envs, dtype=int)
-
-    def config(self) -> dict:
-        return {"name": self.name, "act_scale": self.act_scale}
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         envs = slice(None) if mask is None else np.asarray(mask, dtype=bool)
@@ -216,8 +214,8 @@ class JacobianBasePolicy(BasePolicy):
 
     def _ik_step(self, tip_error, pointing, jac_pos, jac_rot) -> np.ndarray:
         """One damped-least-squares step toward the tip target with the gripper pointing down."""
-        # Rotation that turns the pointing axis onto -z, and how the joints change the axis.
-        pointing_error = np.cross(pointing, np.array([0.0, 0.0, -1.0]))
+        # Rotation that turns the pointing axis onto -z: pointing x (0, 0, -1), written out.
+        pointing_error = np.array([-pointing[1], pointing[0], 0.0])
         w = self.pointing_weight
         jac = np.vstack([jac_pos, w * jac_rot])
         error = np.concatenate([tip_error, w * pointing_error])

@@ -1,39 +1,87 @@
-"""Evaluate base policies on seeded episodes of SO101PaperSquare-v0.
+"""Evaluate base policies and residual checkpoints on seeded episodes of SO101PaperSquare-v0.
 
     python eval_policy.py --base-policy jacobian --n-episodes 100 --seed 0 --output-json runs/eval.json
+    python eval_policy.py --model-path runs/<run>/checkpoints/best.pt --compare-base --compare-zero \
+        --n-episodes 100 --plot --save-video --output-json runs/eval/residual.json
 
-Episode i uses reset seed `seed + i`, so every policy meets the same 100 papers. Prints the
-success rate with a 95 % Wilson interval, mean episode reward, mean final paper-to-goal
-distance and mean episode length.
+Episode i uses reset seed `seed + i`, so every policy meets the same papers. Prints the success
+rate with a 95 % Wilson interval, mean episode reward, mean final paper-to-goal distance and
+mean episode length; optionally writes JSON, PNG charts and dual-camera MP4s.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import pathlib
 import time
 from dataclasses import dataclass
 
+import imageio.v2 as imageio
 import numpy as np
+import torch
 import tyro
 
-from base_policies import BASE_POLICIES, BasePolicy, make_base_policy
+import so101_env
+from base_policies import BASE_POLICIES, BasePolicy, compose_action, make_base_policy
 from so101_env import SO101PaperSquareEnv
 
 
 @dataclass
 class Args:
-    base_policy: str = "jacobian"
-    """base policy to evaluate: zero or jacobian"""
+    base_policy: str | None = None
+    """base policy to evaluate alone (zero, jacobian); with --model-path it must match the checkpoint's base"""
+    model_path: str | None = None
+    """residual checkpoint (best.pt / final.pt / latest.pt of a training run) to evaluate"""
+    compare_base: bool = False
+    """with --model-path: also evaluate the checkpoint's base policy alone"""
+    compare_zero: bool = False
+    """also evaluate the zero policy (the arm holds still): the floor of the task"""
     n_episodes: int = 100
-    """number of evaluation episodes"""
+    """number of evaluation episodes per policy"""
     seed: int = 0
     """episode i is reset with seed `seed + i`"""
     tape_half_size: float = 0.08
     """inner half-size of the tape square in metres"""
     output_json: str | None = None
-    """write the summary and per-episode records to this JSON file"""
+    """write the summaries and per-episode records to this JSON file"""
+    plot: bool = False
+    """write PNG charts (success with 95 % intervals, final distances) next to the JSON (or to runs/eval)"""
+    save_video: bool = False
+    """write dual-camera MP4s of the first --n-videos episodes of each policy"""
+    n_videos: int = 3
+    """episodes per policy to record with --save-video"""
+    video_size: int = 224
+    """pixel size of each camera view in the videos"""
+
+
+class ResidualPolicy:
+    """A trained residual on top of its base: base + alpha * residual mean (deterministic)."""
+
+    def __init__(self, checkpoint_path: str, base_policy: str | None = None):
+        from ppo_residual_jacobian import load_checkpoint
+
+        checkpoint = load_checkpoint(checkpoint_path, base_policy)
+        # The script that trained the checkpoint defines its Agent; copies of the script may differ.
+        script = importlib.import_module(checkpoint["script"])
+        self.agent = script.agent_from_checkpoint(checkpoint).eval()
+        self.alpha = checkpoint["alpha"]
+        base_config = dict(checkpoint["base_config"])
+        self.base_name = base_config.pop("name")
+        self.base = make_base_policy(self.base_name, num_envs=1, **base_config)
+        self.act_scale = self.base.act_scale
+        self.name = f"residual+{self.base_name}"
+
+    def reset(self, mask=None) -> None:
+        self.base.reset(mask)
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        base_action = self.base.act(states)
+        with torch.no_grad():
+            residual = self.agent.residual_mean(torch.as_tensor(states, dtype=torch.float32),
+                                                torch.as_tensor(base_action)).numpy()
+        return compose_action(base_action, residual, self.alpha)
 
 
 @dataclass
@@ -56,11 +104,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_episode(env: SO101PaperSquareEnv, policy: BasePolicy, seed: int) -> EpisodeRecord:
+def run_episode(env: SO101PaperSquareEnv, policy: BasePolicy, seed: int, frames: list | None = None) -> EpisodeRecord:
+    """One episode; dual-camera frames are appended to `frames` when given."""
     obs, _ = env.reset(seed=seed)
     policy.reset()
     total, length = 0.0, 0
     while True:
+        if frames is not None:
+            frames.append(env.render())
         obs, reward, terminated, truncated, info = env.step(policy.act(obs[None])[0])
         total += reward
         length += 1
@@ -90,15 +141,26 @@ def summarize(name: str, records: list[EpisodeRecord]) -> dict:
     }
 
 
-def evaluate(name: str, policy: BasePolicy, n_episodes: int, seed: int, tape_half_size: float = 0.08) -> dict:
-    env = SO101PaperSquareEnv(tape_half_size=tape_half_size)
+def evaluate(name: str, policy: BasePolicy, args: Args, video_dir: pathlib.Path | None = None) -> dict:
+    env = SO101PaperSquareEnv(
+        tape_half_size=args.tape_half_size,
+        act_scale=policy.act_scale,
+        render_mode="rgb_array" if video_dir else None,
+        image_size=args.video_size,
+    )
     start = time.perf_counter()
     records = []
-    for i in range(n_episodes):
-        records.append(run_episode(env, policy, seed + i))
-        if (i + 1) % 10 == 0 or i + 1 == n_episodes:
+    for i in range(args.n_episodes):
+        frames = [] if video_dir and i < args.n_videos else None
+        records.append(run_episode(env, policy, args.seed + i, frames))
+        if frames:
+            path = video_dir / f"{name}_seed{args.seed + i}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            imageio.mimwrite(path, frames, fps=so101_env.POLICY_HZ, macro_block_size=8)
+            print(f"  wrote {path}")
+        if (i + 1) % 10 == 0 or i + 1 == args.n_episodes:
             rate = sum(r.success for r in records) / len(records)
-            print(f"  {name}: {i + 1}/{n_episodes} episodes, success so far {rate:.0%}", flush=True)
+            print(f"  {name}: {i + 1}/{args.n_episodes} episodes, success so far {rate:.0%}", flush=True)
     env.close()
     summary = summarize(name, records)
     summary["seconds"] = time.perf_counter() - start
@@ -117,20 +179,72 @@ def print_table(summaries: list[dict]) -> None:
         )
 
 
+def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
+    """Success rates with 95 % intervals, and the distribution of final paper-to-goal distances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["policy"] for s in summaries]
+    rates = np.array([s["success_rate"] for s in summaries])
+    ci = np.array([s["success_rate_ci95"] for s in summaries])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.bar(names, 100 * rates, yerr=100 * np.abs(ci.T - rates), capsize=6, color="#c0392b")
+    left.set_ylabel("success rate (%)")
+    left.set_ylim(0, 105)
+    left.set_title(f"Success over {summaries[0]['n_episodes']} episodes (95 % Wilson interval)")
+    distances = [[100 * e["final_distance"] for e in s["episodes"]] for s in summaries]
+    right.boxplot(distances, showfliers=True)
+    right.set_xticks(range(1, len(names) + 1), names)
+    right.set_ylabel("final paper-to-goal distance (cm)")
+    right.set_title("Final distance")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
+    policies = []
+    if args.model_path:
+        residual = ResidualPolicy(args.model_path, args.base_policy)
+        policies.append((residual.name, residual))
+        if args.compare_base:
+            policies.append((residual.base_name, residual.base))
+    elif args.base_policy:
+        policies.append((args.base_policy, make_base_policy(args.base_policy, num_envs=1)))
+    if args.compare_zero:
+        policies.append(("zero", make_base_policy("zero", num_envs=1)))
+    return policies
+
+
 def main(args: Args) -> list[dict]:
     if args.n_episodes < 1:
         raise SystemExit(f"--n-episodes must be at least 1, got {args.n_episodes}")
-    if args.base_policy not in BASE_POLICIES:
+    if args.base_policy is not None and args.base_policy not in BASE_POLICIES:
         raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
-    policy = make_base_policy(args.base_policy, num_envs=1)
-    summaries = [evaluate(args.base_policy, policy, args.n_episodes, args.seed, args.tape_half_size)]
+    if args.base_policy is None and args.model_path is None:
+        raise SystemExit("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT")
+    try:
+        policies = policies_to_evaluate(args)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot evaluate: {error}") from error
+
+    out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
+    video_dir = out_dir / "videos" if args.save_video else None
+    summaries = [evaluate(name, policy, args, video_dir) for name, policy in policies]
     print_table(summaries)
     if args.output_json:
         path = pathlib.Path(args.output_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         result = summaries[0] if len(summaries) == 1 else {"policies": summaries}
-        path.write_text(json.dumps({"seed": args.seed, **result}, indent=2))
+        path.write_text(json.dumps({"seed": args.seed, "model_path": args.model_path, **result}, indent=2))
         print(f"wrote {path}")
+    if args.plot:
+        stem = pathlib.Path(args.output_json).stem if args.output_json else "eval"
+        plot_summaries(summaries, out_dir / f"{stem}.png")
+        print(f"wrote {out_dir / f'{stem}.png'}")
     return summaries
 
 

@@ -1,0 +1,164 @@
+"""ppo_residual_jacobian.py end to end on a tiny budget, checkpoints, resume, and evaluation."""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import eval_policy
+import ppo_residual_jacobian as ppo
+from base_policies import make_base_policy
+from so101_env import SO101PaperSquareEnv
+
+TINY = dict(
+    num_envs=2,
+    num_steps=32,
+    total_timesteps=128,  # two iterations of 64 steps
+    num_minibatches=2,
+    update_epochs=2,
+    async_envs=False,
+    critic_warmup_iterations=1,
+    eval_every=1,
+    eval_episodes=1,
+    video_size=48,
+    hidden_size=32,
+)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_root = tmp_path_factory.mktemp("runs")
+    run_dir = ppo.main(ppo.Args(run_dir=str(run_root), seed=3, **TINY))
+    return run_dir
+
+
+def test_training_writes_checkpoints_events_and_video(trained_run):
+    checkpoints = trained_run / "checkpoints"
+    assert {p.name for p in checkpoints.iterdir()} == {"best.pt", "latest.pt", "final.pt"}
+    assert list(trained_run.glob("events.out.tfevents.*"))
+    videos = sorted((trained_run / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+
+    final = ppo.load_checkpoint(checkpoints / "final.pt")
+    assert final["global_step"] == 128 and final["iteration"] == 2
+    assert final["base_config"]["name"] == "jacobian"
+    assert set(final["agent"]) >= {"state_norm.mean", "state_norm.var", "state_norm.count"}
+    assert final["agent"]["state_norm.count"] > 100  # statistics of the rollouts were recorded
+
+
+def test_tensorboard_scalars(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained_run), size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"charts/SPS", "charts/alpha", "losses/value_loss", "losses/policy_loss", "residual/penalty",
+                "eval/success_rate"}
+    assert expected <= tags
+    assert "eval/video" in events.Tags()["images"]
+
+
+def test_untrained_residual_reproduces_the_base_exactly():
+    agent = ppo.Agent(25, 6, hidden_size=32)
+    states = torch.randn(64, 25) * 5
+    base_actions = torch.rand(64, 6) * 2 - 1
+    assert torch.count_nonzero(agent.residual_mean(states, base_actions)) == 0
+
+    def rollout(policy):
+        env = SO101PaperSquareEnv()
+        obs, _ = env.reset(seed=11)
+        trajectory = [obs]
+        for _ in range(80):
+            obs = env.step(policy(obs))[0]
+            trajectory.append(obs)
+        return np.stack(trajectory)
+
+    base_only = make_base_policy("jacobian", num_envs=1)
+    base_for_residual = make_base_policy("jacobian", num_envs=1)
+
+    def residual_at_init(obs):
+        base_action = base_for_residual.act(obs[None])
+        with torch.no_grad():
+            residual = agent.residual_mean(torch.as_tensor(obs[None]), torch.as_tensor(base_action)).numpy()
+        return (base_action + 0.5 * residual)[0]
+
+    np.testing.assert_array_equal(rollout(lambda o: base_only.act(o[None])[0]), rollout(residual_at_init))
+
+
+def test_resume_continues_the_step_count(trained_run, tmp_path):
+    # best.pt was written after iteration 1: resuming it must run iteration 2 only.
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    best = torch.load(copy / "checkpoints" / "best.pt", weights_only=False)
+    assert best["iteration"] == 1 and best["global_step"] == 64
+    best["run_dir"] = str(copy)
+    torch.save(best, copy / "checkpoints" / "best.pt")
+
+    ppo.main(ppo.Args(resume=str(copy / "checkpoints" / "best.pt")))
+    final = ppo.load_checkpoint(copy / "checkpoints" / "final.pt")
+    assert final["iteration"] == 2 and final["global_step"] == 128
+    # The optimizer state came back too: Adam's step counter kept counting.
+    first_param_state = next(iter(final["optimizer"]["state"].values()))
+    assert first_param_state["step"] > next(iter(best["optimizer"]["state"].values()))["step"]
+
+
+def test_mismatched_and_corrupted_checkpoints_are_refused(trained_run, tmp_path):
+    good = torch.load(trained_run / "checkpoints" / "final.pt", weights_only=False)
+    with pytest.raises(ValueError, match="'jacobian' base, not 'zero'"):
+        ppo.load_checkpoint(trained_run / "checkpoints" / "final.pt", base_policy="zero")
+    wrong_size = dict(good, state_dim=31)
+    torch.save(wrong_size, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="observations of size 31"):
+        ppo.load_checkpoint(tmp_path / "wrong.pt")
+    data = (trained_run / "checkpoints" / "final.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        ppo.load_checkpoint(tmp_path / "truncated.pt")
+    with pytest.raises(FileNotFoundError):
+        ppo.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_eval_on_checkpoint_writes_json_png_and_videos(trained_run, tmp_path):
+    out = tmp_path / "eval" / "residual.json"
+    args = eval_policy.Args(
+        model_path=str(trained_run / "checkpoints" / "final.pt"),
+        compare_base=True,
+        compare_zero=True,
+        n_episodes=2,
+        seed=5,
+        output_json=str(out),
+        plot=True,
+        save_video=True,
+        n_videos=1,
+        video_size=48,
+    )
+    summaries = eval_policy.main(args)
+    assert [s["policy"] for s in summaries] == ["residual+jacobian", "jacobian", "zero"]
+    result = json.loads(out.read_text())
+    assert [p["policy"] for p in result["policies"]] == ["residual+jacobian", "jacobian", "zero"]
+    assert (tmp_path / "eval" / "residual.png").stat().st_size > 10_000
+    videos = sorted(p.name for p in (tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert videos == ["jacobian_seed5.mp4", "residual+jacobian_seed5.mp4", "zero_seed5.mp4"]
+
+
+def test_eval_refuses_checkpoint_for_another_base(trained_run):
+    args = eval_policy.Args(model_path=str(trained_run / "checkpoints" / "final.pt"), base_policy="zero", n_episodes=1)
+    with pytest.raises(SystemExit, match="'jacobian' base, not 'zero'"):
+        eval_policy.main(args)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(alpha=1.5), "--alpha must be within"),
+        (dict(total_timesteps=-5), "--total-timesteps must be positive"),
+        (dict(base_policy="groot9"), "--base-policy 'groot9' is unknown"),
+        (dict(learning_rate=0.0), "--learning-rate must be positive"),
+    ],
+)
+def test_nonsense_arguments_are_rejected(overrides, message):
+    with pytest.raises(SystemExit, match=message):
+        ppo.validate_args(ppo.Args(**overrides))
