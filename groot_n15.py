@@ -347,7 +347,7 @@ class FlowMatchingActionHead(nn.Module):
         # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
         noise_device = generator.device if generator is not None else torch.device("cpu")
         actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
-        actions = actions.to(device=device, dtype=vl_tokens.dtype)  # as Isaac: fp32 under autocast
+        actions = actions.to(device=device, dtype=vl_tokens.dtype)  # Isaac integrates in the VL tokens' dtype too
         dt = 1.0 / self.num_steps
         for step in range(self.num_steps):
             # Isaac discretizes t = step/N into buckets: 0, 250, 500, 750 for 4 steps.
