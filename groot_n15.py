@@ -511,9 +511,9 @@ def load_model(checkpoint_dir: Path, dtype: torch.dtype = torch.bfloat16, device
     return model.to(device).eval()
 
 
-def load_tokenizer(source: str | Path = DEFAULT_TOKENIZER, revision: str | None = None):
+def load_tokenizer(source: str | Path = DEFAULT_TOKENIZER):
     """The Eagle 2.5 tokenizer (Qwen3 vocabulary + image tokens), left-padding, from a directory or hub id."""
-    directory = resolve_source(source, "GR00T tokenizer (--groot-tokenizer)", ["*.json", "merges.txt"], revision)
+    directory = resolve_source(source, "GR00T tokenizer (--groot-tokenizer)", ["*.json", "merges.txt"])
     has_vocab = (directory / "tokenizer.json").is_file() or all((directory / f).is_file() for f in ("vocab.json", "merges.txt"))
     missing = [f for f in ("tokenizer_config.json",) if not (directory / f).is_file()] + ([] if has_vocab else ["vocab.json + merges.txt (or tokenizer.json)"])
     if missing:
