@@ -384,13 +384,13 @@ def main(args: Args) -> pathlib.Path:
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
-    global_step, start_iteration, best_eval_success = 0, 1, -1.0
+    global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []
     if resume is not None:
         agent.load_state_dict(resume["agent"])
         optimizer.load_state_dict(resume["optimizer"])
         global_step, start_iteration = resume["global_step"], resume["iteration"] + 1
-        best_eval_success = resume["best_eval_success"]
+        best_eval = tuple(resume["best_eval"])
         recent_successes = list(resume["recent_successes"])
         print(f"resuming {run_dir} at iteration {start_iteration}, global step {global_step}")
 
@@ -408,7 +408,7 @@ def main(args: Args) -> pathlib.Path:
             "iteration": iteration,
             "alpha": alpha_at(args, iteration),
             "tape_half_size": tape_half_size,
-            "best_eval_success": best_eval_success,
+            "best_eval": best_eval,
             "recent_successes": recent_successes[-args.curriculum_window :],
             "run_dir": str(run_dir),
         }
@@ -543,6 +543,7 @@ def main(args: Args) -> pathlib.Path:
             # Normalization statistics change only here, between an update and the next rollout,
             # so the log-probs stored during a rollout stay valid for the update that uses them.
             agent.state_norm.update(b_states)
+            completed_iteration, completed_step = iteration, global_step
 
             y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
             var_y = np.var(y_true)
@@ -600,11 +601,10 @@ def main(args: Args) -> pathlib.Path:
                 if record:
                     write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video", global_step)
                 print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f}")
-                if success > best_eval_success:
-                    best_eval_success = success
+                if (success, mean_return) > best_eval:  # ties on success go to the higher return
+                    best_eval = (success, mean_return)
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(iteration))
                 save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(iteration))
-            completed_iteration, completed_step = iteration, global_step
         save_checkpoint(run_dir / "checkpoints" / "final.pt", checkpoint_payload(completed_iteration))
         print(f"saved {run_dir / 'checkpoints' / 'final.pt'}")
     except KeyboardInterrupt:
