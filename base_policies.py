@@ -230,7 +230,151 @@ def _sheet_yaw(quat_wxyz: np.ndarray) -> float:
     return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
 
 
-BASE_POLICIES = {"zero": ZeroBasePolicy, "jacobian": JacobianBasePolicy}
+class ActionChunkQueue:
+    """Per-env open-loop execution of action chunks: each env needs a new chunk every
+    `chunk_steps` steps and right after a reset, so chunk bases query only those envs."""
+
+    def __init__(self, num_envs: int, chunk_steps: int):
+        self.chunk_steps = chunk_steps
+        self.chunks = np.zeros((num_envs, chunk_steps, ACTION_DIM), dtype=np.float32)
+        self.position = np.full(num_envs, chunk_steps)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        self.position[slice(None) if mask is None else np.asarray(mask, dtype=bool)] = self.chunk_steps
+
+    def needs_chunk(self) -> np.ndarray:
+        """Boolean mask of the envs whose chunk is used up."""
+        return self.position >= self.chunk_steps
+
+    def load(self, mask: np.ndarray, chunks: np.ndarray) -> None:
+        """Start new chunks (k, >= chunk_steps, 6) for the k envs of `mask`."""
+        self.chunks[mask] = chunks[:, : self.chunk_steps]
+        self.position[mask] = 0
+
+    def pop(self) -> np.ndarray:
+        """The next action of every env's chunk, (N, 6)."""
+        actions = self.chunks[np.arange(len(self.position)), self.position]
+        self.position += 1
+        return actions
+
+
+class ILBasePolicy(BasePolicy):
+    """A frozen behaviour-cloning policy (train_bc.py) that predicts chunks of actions.
+
+    Each env runs the first `chunk_steps` actions of a chunk open-loop, then asks for a new one;
+    the envs that need one are queried together in one batch. Actions are rescaled when the env's
+    `act_scale` differs from the demonstrations', so they move the joints by the same radians.
+    """
+
+    name = "il"
+
+    def __init__(self, num_envs: int, act_scale: float = 0.02, checkpoint: str | None = None, chunk_steps: int | None = None):
+        super().__init__(num_envs, act_scale)
+        if checkpoint is None:
+            raise ValueError("the il base needs a BC checkpoint: pass --il-checkpoint PATH (train_bc.py writes one)")
+        from train_bc import load_bc_checkpoint  # the trainer owns its checkpoint format
+
+        self.checkpoint = str(checkpoint)
+        self.policy, meta = load_bc_checkpoint(checkpoint, STATE_DIM)
+        self.chunk_steps = chunk_steps or meta["chunk_steps"]
+        if not 1 <= self.chunk_steps <= meta["chunk_size"]:
+            raise ValueError(f"chunk_steps must be within [1, {meta['chunk_size']}] for {checkpoint}, got {self.chunk_steps}")
+        self.action_gain = meta["act_scale"] / act_scale
+        self.queue = ActionChunkQueue(num_envs, self.chunk_steps)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        self.queue.reset(mask)
+
+    def act(self, states: np.ndarray) -> np.ndarray:
+        states = self._check_states(states)
+        stale = self.queue.needs_chunk()
+        if stale.any():
+            self.queue.load(stale, self.policy.predict(states[stale]))
+        return np.clip(self.queue.pop() * self.action_gain, -1.0, 1.0)
+
+    def config(self) -> dict:
+        return {**super().config(), "checkpoint": self.checkpoint, "chunk_steps": self.chunk_steps}
+
+
+class HybridBasePolicy(BasePolicy):
+    """A weighted blend of bases: `sum_i weight_i * member_i.act(states)`, clipped to [-1, 1].
+
+    Members are dicts of a base name, its weight and its own keyword arguments; all share the
+    hybrid's `act_scale`. Weights need not sum to 1 (e.g. the full Jacobian plus 0.3 of IL):
+
+        make_base_policy("hybrid", 8, members=[
+            {"name": "il", "weight": 0.5, "checkpoint": "checkpoints/bc_jacobian.pt"},
+            {"name": "jacobian", "weight": 0.5},
+        ])
+    """
+
+    name = "hybrid"
+
+    def __init__(self, num_envs: int, act_scale: float = 0.02, members: list[dict] | tuple = ()):
+        super().__init__(num_envs, act_scale)
+        if len(members) < 2:
+            raise ValueError(f"a hybrid base blends two or more bases, got {len(members)}; e.g. 'il:0.5,jacobian:0.5'")
+        self.members = []
+        for member in members:
+            kwargs = dict(member)
+            name, weight = kwargs.pop("name"), float(kwargs.pop("weight"))
+            if not weight > 0:
+                raise ValueError(f"hybrid member {name!r} needs a positive weight, got {weight}")
+            self.members.append((weight, make_base_policy(name, num_envs, act_scale=act_scale, **kwargs)))
+        self.needs_images = any(base.needs_images for _, base in self.members)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        for _, base in self.members:
+            base.reset(mask)
+
+    def images_needed(self) -> np.ndarray:
+        return np.logical_or.reduce([base.images_needed() for _, base in self.members])
+
+    def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        states = self._check_states(states)
+        blend = sum(
+            weight * (base.act(states, images) if base.needs_images else base.act(states))
+            for weight, base in self.members
+        )
+        return np.clip(blend, -1.0, 1.0).astype(np.float32)
+
+    def config(self) -> dict:
+        members = []
+        for weight, base in self.members:
+            member = {key: value for key, value in base.config().items() if key != "act_scale"}
+            members.append({**member, "weight": weight})
+        return {**super().config(), "members": members}
+
+
+def parse_hybrid_spec(spec: str) -> list[dict]:
+    """'il:0.5,jacobian:0.5' -> [{'name': 'il', 'weight': 0.5}, {'name': 'jacobian', 'weight': 0.5}]"""
+    members = []
+    for part in spec.split(","):
+        name, _, weight = part.strip().partition(":")
+        try:
+            members.append({"name": name.strip(), "weight": float(weight)})
+        except ValueError:
+            raise ValueError(f"bad hybrid member {part!r} in {spec!r}; write name:weight pairs, e.g. 'il:0.5,jacobian:0.5'") from None
+    return members
+
+
+def base_policy_kwargs(name: str, il_checkpoint: str | None = None, hybrid_spec: str | None = None) -> dict:
+    """Keyword arguments for `make_base_policy` from the scripts' --il-checkpoint and --hybrid-spec
+    flags; the IL checkpoint goes to an il base and to every il member of a hybrid one."""
+    if name == "hybrid" and not hybrid_spec:
+        raise ValueError("--base-policy hybrid needs --hybrid-spec, e.g. 'il:0.5,jacobian:0.5'")
+    members = parse_hybrid_spec(hybrid_spec) if name == "hybrid" else []
+    if il_checkpoint is None and (name == "il" or any(m["name"] == "il" for m in members)):
+        raise ValueError(f"--base-policy {name} with an il base needs --il-checkpoint PATH (train_bc.py writes one)")
+    for member in members:
+        if member["name"] == "il":
+            member["checkpoint"] = il_checkpoint
+    if name == "il":
+        return {"checkpoint": il_checkpoint}
+    return {"members": members} if name == "hybrid" else {}
+
+
+BASE_POLICIES = {"zero": ZeroBasePolicy, "jacobian": JacobianBasePolicy, "il": ILBasePolicy, "hybrid": HybridBasePolicy}
 
 
 def make_base_policy(name: str, num_envs: int, **kwargs) -> BasePolicy:

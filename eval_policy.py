@@ -24,14 +24,18 @@ import torch
 import tyro
 
 import so101_env
-from base_policies import BASE_POLICIES, BasePolicy, compose_action, make_base_policy
+from base_policies import BASE_POLICIES, BasePolicy, base_policy_kwargs, compose_action, make_base_policy
 from so101_env import SO101PaperSquareEnv
 
 
 @dataclass
 class Args:
     base_policy: str | None = None
-    """base policy to evaluate alone (zero, jacobian); with --model-path it must match the checkpoint's base"""
+    """base policy to evaluate alone (zero, jacobian, il, hybrid); with --model-path it must match the checkpoint's base"""
+    il_checkpoint: str | None = None
+    """BC checkpoint (train_bc.py) of an il base, also used by il members of a hybrid base"""
+    hybrid_spec: str | None = None
+    """members of a hybrid base as name:weight pairs, e.g. "il:0.5,jacobian:0.5" """
     model_path: str | None = None
     """residual checkpoint (best.pt / final.pt / latest.pt of a training run) to evaluate"""
     compare_base: bool = False
@@ -42,6 +46,8 @@ class Args:
     """number of evaluation episodes per policy"""
     seed: int = 0
     """episode i is reset with seed `seed + i`"""
+    torch_threads: int = 1
+    """torch intra-op threads; one suits the small residual and BC networks (more contend on a busy CPU)"""
     tape_half_size: float = 0.08
     """inner half-size of the tape square in metres"""
     output_json: str | None = None
@@ -213,7 +219,8 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
         if args.compare_base:
             policies.append((residual.base_name, residual.base))
     elif args.base_policy:
-        policies.append((args.base_policy, make_base_policy(args.base_policy, num_envs=1)))
+        kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+        policies.append((args.base_policy, make_base_policy(args.base_policy, num_envs=1, **kwargs)))
     if args.compare_zero:
         policies.append(("zero", make_base_policy("zero", num_envs=1)))
     return policies
@@ -226,6 +233,7 @@ def main(args: Args) -> list[dict]:
         raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
     if args.base_policy is None and args.model_path is None:
         raise SystemExit("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT")
+    torch.set_num_threads(args.torch_threads)
     try:
         policies = policies_to_evaluate(args)
     except (FileNotFoundError, ValueError) as error:

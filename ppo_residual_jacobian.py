@@ -34,7 +34,7 @@ from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from base_policies import BASE_POLICIES, BasePolicy, compose_action, make_base_policy
+from base_policies import BASE_POLICIES, BasePolicy, base_policy_kwargs, compose_action, make_base_policy
 
 CHECKPOINT_FORMAT = 1
 
@@ -62,7 +62,11 @@ class Args:
 
     # Residual RL
     base_policy: str = "jacobian"
-    """base policy: jacobian, zero (pure RL with --alpha 1.0)"""
+    """base policy: jacobian, zero (pure RL with --alpha 1.0), il (needs --il-checkpoint), hybrid (needs --hybrid-spec)"""
+    il_checkpoint: str | None = None
+    """BC checkpoint (train_bc.py) of the il base, also used by il members of a hybrid base"""
+    hybrid_spec: str | None = None
+    """members of the hybrid base as name:weight pairs, e.g. "il:0.5,jacobian:0.5" """
     alpha: float = 0.5
     """residual scale: action = base + alpha * residual (final value when a schedule is used)"""
     alpha_start: float | None = 0.2
@@ -150,6 +154,10 @@ def validate_args(args: Args) -> None:
     problems = []
     if args.base_policy not in BASE_POLICIES:
         problems.append(f"--base-policy {args.base_policy!r} is unknown; choose one of {sorted(BASE_POLICIES)}")
+    try:
+        base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+    except ValueError as error:
+        problems.append(str(error))
     for name in ("alpha", "alpha_start"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
@@ -377,8 +385,9 @@ def main(args: Args) -> pathlib.Path:
         [make_env(args, tape_half_size) for _ in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    base = make_base_policy(args.base_policy, num_envs=args.num_envs, act_scale=args.act_scale)
-    eval_base = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale)
+    base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+    base = make_base_policy(args.base_policy, num_envs=args.num_envs, act_scale=args.act_scale, **base_kwargs)
+    eval_base = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale, **base_kwargs)
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)

@@ -1,0 +1,219 @@
+"""Imitation pipeline: record demos (LeRobot layout), train a chunk BC policy, use it as the il
+base (alone, in a hybrid blend, under a residual), and refuse checkpoints that do not fit."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import eval_policy
+import ppo_residual_jacobian as ppo
+import record_demos
+import train_bc
+from base_policies import ILBasePolicy, base_policy_kwargs, make_base_policy, parse_hybrid_spec
+from lerobot_dataset import JOINT_UNITS, joint_ranges, radians_to_units, read_dataset, units_to_radians
+from so101_env import SO101PaperSquareEnv
+
+TINY_BC = dict(chunk_size=4, chunk_steps=2, hidden_size=32, num_hidden_layers=2, num_updates=30, batch_size=64,
+               log_every=10, eval_episodes=0, val_fraction=0.5)
+
+
+def record(path, **overrides):
+    # Seeds 2 and 3 are short Jacobian successes (about 120 steps each).
+    args = dict(output_dir=str(path), n_episodes=2, seed=2, max_attempts=4, units="degrees")
+    return record_demos.main(record_demos.Args(**{**args, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demos") / "jacobian"
+    record(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("bc_runs")
+    return train_bc.main(train_bc.Args(dataset=str(dataset), run_dir=str(runs), **TINY_BC))
+
+
+def test_dataset_follows_the_lerobot_v2_layout(dataset):
+    info = json.loads((dataset / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v2.0" and info["fps"] == 30 and info["robot_type"] == "so101_follower"
+    assert info["total_episodes"] == 2 and info["so101_sim"]["joint_units"] == "degrees"
+    assert info["features"]["observation.state"]["names"][0] == "shoulder_pan.pos"
+    assert info["features"]["observation.environment_state"]["shape"] == [19]
+
+    episodes = [json.loads(line) for line in (dataset / "meta" / "episodes.jsonl").read_text().splitlines()]
+    tables = [pq.read_table(dataset / info["data_path"].format(episode_chunk=0, episode_index=i)) for i in range(2)]
+    assert [e["length"] for e in episodes] == [t.num_rows for t in tables]
+    assert sum(t.num_rows for t in tables) == info["total_frames"]
+    assert tables[1].column("index").to_pylist()[0] == tables[0].num_rows
+    assert tables[0].column("next.success").to_pylist()[-1] and tables[0].column("next.done").to_pylist()[-1]
+
+    stats = json.loads((dataset / "meta" / "stats.json").read_text())
+    joints = np.concatenate([np.array(t.column("observation.state").to_pylist()) for t in tables])
+    for name, value in [("mean", joints.mean(0)), ("std", joints.std(0)), ("min", joints.min(0)), ("max", joints.max(0))]:
+        np.testing.assert_allclose(stats["observation.state"][name], value, rtol=1e-4, atol=1e-3)
+    assert np.abs(joints[:, :5]).max() > 10  # degrees, not radians
+
+    demos = read_dataset(dataset)
+    assert demos.units == "degrees" and len(demos.episodes) == 2
+    first = demos.episodes[0]
+    assert first["state"].shape == (episodes[0]["length"], 25)
+    # The commanded targets differ from the joints by at most act_scale per step.
+    assert np.abs(first["target"] - first["state"][:, :6]).max() <= 0.02 + 1e-5
+
+
+@pytest.mark.parametrize("units", JOINT_UNITS)
+def test_joint_units_round_trip(units):
+    low, high = joint_ranges()
+    q = np.stack([low, high, (low + high) / 2])
+    np.testing.assert_allclose(units_to_radians(radians_to_units(q, units), units), q, atol=1e-9)
+    values = radians_to_units(q, units)
+    if units != "radians":
+        assert values[0, 5] == pytest.approx(0.0) and values[1, 5] == pytest.approx(100.0)  # gripper 0..100
+    if units == "range":
+        np.testing.assert_allclose(values[:2, :5], [[-100] * 5, [100] * 5])
+
+
+def test_units_are_asked_for_when_a_dataset_does_not_name_them(tmp_path):
+    path = tmp_path / "range"
+    record(path, units="range", n_episodes=1)
+    reference = read_dataset(path)
+    info_path = path / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    del info["so101_sim"]  # like a dataset from elsewhere
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="pass the units explicitly"):
+        read_dataset(path)
+    demos = read_dataset(path, units="range")
+    np.testing.assert_allclose(demos.episodes[0]["state"], reference.episodes[0]["state"])
+    assert np.abs(demos.episodes[0]["state"][:, :6]).max() < 3.2  # back in radians
+
+
+def test_checkpoint_round_trip(checkpoint):
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["format"] == train_bc.CHECKPOINT_FORMAT and saved["version"] == train_bc.CHECKPOINT_VERSION
+    assert (saved["state_dim"], saved["action_dim"], saved["chunk_size"]) == (25, 6, 4)
+    assert saved["args"]["num_updates"] == 30 and saved["dataset"]["units"] == "degrees"
+    policy, _ = train_bc.load_bc_checkpoint(checkpoint, 25)
+    assert torch.all(policy.state_std > 0) and torch.all(policy.action_std > 0)
+    states = np.random.default_rng(0).normal(size=(3, 25))
+    chunks = policy.predict(states)
+    assert chunks.shape == (3, 4, 6) and np.abs(chunks).max() <= 1.0
+    again, _ = train_bc.load_bc_checkpoint(checkpoint, 25)
+    np.testing.assert_array_equal(again.predict(states), chunks)
+
+
+def test_il_base_runs_chunks_open_loop_batched_with_per_env_reset(checkpoint):
+    base = ILBasePolicy(num_envs=3, checkpoint=str(checkpoint), chunk_steps=2)
+    queried = []
+    predict = base.policy.predict
+
+    def spy(states):
+        queried.append(len(states))
+        return predict(states)
+
+    base.policy.predict = spy
+    states = np.stack([SO101PaperSquareEnv().reset(seed=i)[0] for i in range(3)])
+    first = base.act(states)
+    expected = predict(states)
+    np.testing.assert_allclose(first, expected[:, 0], atol=1e-6)
+    np.testing.assert_allclose(base.act(states + 1.0), expected[:, 1], atol=1e-6)  # open loop: state ignored
+    base.reset(np.array([False, True, False]))
+    base.act(states)  # all three chunks are used up: one batched query
+    base.reset(np.array([False, True, False]))
+    base.act(states)  # only env 1 was reset
+    assert queried == [3, 3, 1]
+    assert base.config() == {"name": "il", "act_scale": 0.02, "checkpoint": str(checkpoint), "chunk_steps": 2}
+
+
+def test_il_base_evaluates_and_rescales_to_the_env_act_scale(checkpoint, tmp_path):
+    out = tmp_path / "il.json"
+    eval_policy.main(eval_policy.Args(base_policy="il", il_checkpoint=str(checkpoint), n_episodes=1, output_json=str(out)))
+    assert json.loads(out.read_text())["n_episodes"] == 1
+    state = SO101PaperSquareEnv().reset(seed=0)[0][None]
+    native = make_base_policy("il", 1, checkpoint=str(checkpoint)).act(state)
+    halved = make_base_policy("il", 1, act_scale=0.04, checkpoint=str(checkpoint)).act(state)
+    np.testing.assert_allclose(halved, native / 2, atol=1e-6)
+
+
+def test_wrong_checkpoints_are_refused(checkpoint, tmp_path):
+    joints_only = tmp_path / "joints_only.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    torch.save({**saved, "state_dim": 6}, joints_only)
+    with pytest.raises(ValueError, match="states of size 6.*needs 25"):
+        make_base_policy("il", 1, checkpoint=str(joints_only))
+
+    old = tmp_path / "old.pt"
+    torch.save({**saved, "version": 0}, old)
+    with pytest.raises(ValueError, match="format version 0"):
+        make_base_policy("il", 1, checkpoint=str(old))
+
+    residual_like = tmp_path / "residual.pt"
+    torch.save({"format": 1, "agent": {}}, residual_like)
+    with pytest.raises(ValueError, match="not a BC checkpoint"):
+        make_base_policy("il", 1, checkpoint=str(residual_like))
+
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupted"):
+        make_base_policy("il", 1, checkpoint=str(corrupted))
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_base_policy("il", 1, checkpoint=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="needs a BC checkpoint"):
+        make_base_policy("il", 1)
+    with pytest.raises(SystemExit, match="cannot evaluate.*states of size 6"):
+        eval_policy.main(eval_policy.Args(base_policy="il", il_checkpoint=str(joints_only), n_episodes=1))
+
+
+def test_hybrid_blend_is_the_weighted_sum_of_its_members(checkpoint):
+    members = [{"name": "il", "weight": 0.5, "checkpoint": str(checkpoint)}, {"name": "jacobian", "weight": 0.3}]
+    hybrid = make_base_policy("hybrid", 2, members=members)
+    il = make_base_policy("il", 2, checkpoint=str(checkpoint))
+    jacobian = make_base_policy("jacobian", 2)
+    envs = [SO101PaperSquareEnv() for _ in range(2)]
+    states = np.stack([env.reset(seed=i)[0] for i, env in enumerate(envs)])
+    for _ in range(5):
+        blended = hybrid.act(states)
+        np.testing.assert_allclose(blended, 0.5 * il.act(states) + 0.3 * jacobian.act(states), atol=1e-6)
+        states = np.stack([env.step(action)[0] for env, action in zip(envs, blended)])
+
+    config = hybrid.config()
+    assert config["members"][0] == {"name": "il", "checkpoint": str(checkpoint), "chunk_steps": 2, "weight": 0.5}
+    rebuilt = make_base_policy(config.pop("name"), 2, **config)
+    hybrid.reset()
+    np.testing.assert_allclose(rebuilt.act(states), hybrid.act(states), atol=1e-6)
+
+
+def test_hybrid_spec_and_base_flags():
+    assert parse_hybrid_spec("il:0.5, jacobian:0.5") == [{"name": "il", "weight": 0.5}, {"name": "jacobian", "weight": 0.5}]
+    kwargs = base_policy_kwargs("hybrid", "bc.pt", "il:0.7,zero:0.3")
+    assert kwargs == {"members": [{"name": "il", "weight": 0.7, "checkpoint": "bc.pt"}, {"name": "zero", "weight": 0.3}]}
+    for spec in ("il", "il:x,zero:1"):
+        with pytest.raises(ValueError, match="name:weight pairs"):
+            parse_hybrid_spec(spec)
+    with pytest.raises(ValueError, match="two or more"):
+        make_base_policy("hybrid", 1, members=[{"name": "zero", "weight": 1.0}])
+    with pytest.raises(ValueError, match="positive weight"):
+        make_base_policy("hybrid", 1, members=[{"name": "zero", "weight": 0.0}, {"name": "zero", "weight": 1.0}])
+    with pytest.raises(ValueError, match="needs --il-checkpoint"):
+        base_policy_kwargs("hybrid", None, "il:0.5,jacobian:0.5")
+    with pytest.raises(SystemExit, match="needs --il-checkpoint"):
+        ppo.validate_args(ppo.Args(base_policy="il"))
+    with pytest.raises(SystemExit, match="needs --hybrid-spec"):
+        eval_policy.main(eval_policy.Args(base_policy="hybrid", n_episodes=1))
+
+
+def test_residual_on_the_il_base_rebuilds_it_from_its_checkpoint(checkpoint, tmp_path):
+    tiny = dict(num_envs=2, num_steps=16, total_timesteps=32, num_minibatches=2, update_epochs=1, async_envs=False,
+                critic_warmup_iterations=0, eval_every=1, eval_episodes=1, capture_video=False, hidden_size=16)
+    run_dir = ppo.main(ppo.Args(run_dir=str(tmp_path), base_policy="il", il_checkpoint=str(checkpoint), **tiny))
+    final = run_dir / "checkpoints" / "final.pt"
+    assert ppo.load_checkpoint(final)["base_config"]["checkpoint"] == str(checkpoint)
+    summaries = eval_policy.main(eval_policy.Args(model_path=str(final), compare_base=True, n_episodes=1))
+    assert [s["policy"] for s in summaries] == ["residual+il", "il"]
