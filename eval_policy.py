@@ -24,14 +24,14 @@ import torch
 import tyro
 
 import so101_env
-from base_policies import BASE_POLICIES, BasePolicy, base_policy_kwargs, compose_action, make_base_policy
+from base_policies import BASE_POLICIES, BasePolicy, act_with_cameras, base_policy_kwargs, compose_action, make_base_policy
 from so101_env import SO101PaperSquareEnv
 
 
 @dataclass
 class Args:
     base_policy: str | None = None
-    """base policy to evaluate alone (zero, jacobian, il, hybrid); with --model-path it must match the checkpoint's base"""
+    """base policy to evaluate alone (zero, jacobian, il, hybrid, groot); with --model-path it must match the checkpoint's base"""
     il_checkpoint: str | None = None
     """BC checkpoint (train_bc.py) of an il base, also used by il members of a hybrid base"""
     hybrid_spec: str | None = None
@@ -59,13 +59,53 @@ class Args:
     n_videos: int = 3
     """episodes per policy to record with --save-video"""
     video_size: int = 224
-    """pixel size of each camera view in the videos"""
+    """pixel size of each camera view in the videos; vision bases see the cameras at this size too"""
+    groot_model: str | None = None
+    """groot base: checkpoint directory or hub id (default phospho-app/gr00t-paper_return-7w9itxzsox, or the residual checkpoint's)"""
+    groot_revision: str | None = None
+    """groot base: hub branch/tag/commit of the checkpoint"""
+    groot_tokenizer: str | None = None
+    """groot base: Eagle 2.5 tokenizer directory or hub id"""
+    groot_backend: str | None = None
+    """groot base: local (model in this process) or server (inference server at --groot-host/--groot-port)"""
+    groot_host: str | None = None
+    """groot base: inference server host"""
+    groot_port: int | None = None
+    """groot base: inference server port"""
+    groot_timeout: float | None = None
+    """groot base: seconds to wait for the inference server's reply (default 15)"""
+    groot_device: str | None = None
+    """groot base: torch device of the local model (default: cuda if available)"""
+    groot_dtype: str | None = None
+    """groot base: bfloat16 or float32"""
+    groot_chunk_steps: int | None = None
+    """groot base: steps executed open-loop per 16-step action chunk"""
+    groot_instruction: str | None = None
+    """groot base: language instruction"""
+    groot_camera_map: dict[str, str] | None = None
+    """groot base: checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`"""
+    groot_units: str | None = None
+    """groot base: joint units of the checkpoint (radians, degrees, range); default from its statistics"""
+
+
+def groot_overrides(args: Args) -> dict:
+    """GR00TBasePolicy keyword arguments of the --groot-* options that were given."""
+    options = dict(
+        checkpoint=args.groot_model, revision=args.groot_revision, tokenizer=args.groot_tokenizer,
+        backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
+        device=args.groot_device,
+        dtype=args.groot_dtype, chunk_steps=args.groot_chunk_steps, instruction=args.groot_instruction,
+        camera_map=args.groot_camera_map, units=args.groot_units,
+        seed=args.seed,  # the flow-matching noise, so that a rerun replays the same episodes
+    )
+    return {name: value for name, value in options.items() if value is not None}
 
 
 class ResidualPolicy:
-    """A trained residual on top of its base: base + alpha * residual mean (deterministic)."""
+    """A trained residual on top of its base: base + alpha * residual mean (deterministic).
+    `groot_options` replace the stored settings of a groot base (e.g. another backend or device)."""
 
-    def __init__(self, checkpoint_path: str, base_policy: str | None = None):
+    def __init__(self, checkpoint_path: str, base_policy: str | None = None, groot_options: dict | None = None):
         from ppo_residual_jacobian import load_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path, base_policy)
@@ -75,15 +115,21 @@ class ResidualPolicy:
         self.alpha = checkpoint["alpha"]
         base_config = dict(checkpoint["base_config"])
         self.base_name = base_config.pop("name")
+        if self.base_name == "groot":
+            base_config |= groot_options or {}
         self.base = make_base_policy(self.base_name, num_envs=1, **base_config)
         self.act_scale = self.base.act_scale
+        self.needs_images = self.base.needs_images
         self.name = f"residual+{self.base_name}"
 
     def reset(self, mask=None) -> None:
         self.base.reset(mask)
 
-    def act(self, states: np.ndarray) -> np.ndarray:
-        base_action = self.base.act(states)
+    def images_needed(self) -> np.ndarray:
+        return self.base.images_needed()
+
+    def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        base_action = self.base.act(states) if images is None else self.base.act(states, images)
         with torch.no_grad():
             residual = self.agent.residual_mean(torch.as_tensor(states, dtype=torch.float32),
                                                 torch.as_tensor(base_action)).numpy()
@@ -118,7 +164,8 @@ def run_episode(env: SO101PaperSquareEnv, policy: BasePolicy, seed: int, frames:
     while True:
         if frames is not None:
             frames.append(env.render())
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs[None])[0])
+        action = act_with_cameras(policy, obs[None], lambda: [env.render_cameras()])
+        obs, reward, terminated, truncated, info = env.step(action[0])
         total += reward
         length += 1
         if terminated or truncated:
@@ -214,12 +261,14 @@ def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
 def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
     policies = []
     if args.model_path:
-        residual = ResidualPolicy(args.model_path, args.base_policy)
+        residual = ResidualPolicy(args.model_path, args.base_policy, groot_overrides(args))
         policies.append((residual.name, residual))
         if args.compare_base:
             policies.append((residual.base_name, residual.base))
     elif args.base_policy:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+        if args.base_policy == "groot":
+            kwargs |= groot_overrides(args)
         policies.append((args.base_policy, make_base_policy(args.base_policy, num_envs=1, **kwargs)))
     if args.compare_zero:
         policies.append(("zero", make_base_policy("zero", num_envs=1)))
@@ -236,7 +285,7 @@ def main(args: Args) -> list[dict]:
     torch.set_num_threads(args.torch_threads)
     try:
         policies = policies_to_evaluate(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, TimeoutError, ConnectionError) as error:
         raise SystemExit(f"cannot evaluate: {error}") from error
 
     out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")

@@ -154,6 +154,8 @@ def validate_args(args: Args) -> None:
     problems = []
     if args.base_policy not in BASE_POLICIES:
         problems.append(f"--base-policy {args.base_policy!r} is unknown; choose one of {sorted(BASE_POLICIES)}")
+    elif BASE_POLICIES[args.base_policy].needs_images:
+        problems.append(f"--base-policy {args.base_policy} needs camera images: train it with ppo_residual_groot.py")
     try:
         base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
     except ValueError as error:

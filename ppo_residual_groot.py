@@ -1,0 +1,632 @@
+"""Residual PPO on the GR00T N1.5 base policy for SO-101 paper-in-square (CleanRL style).
+
+    python ppo_residual_groot.py --alpha 0.3                       # GR00T in this process (needs a GPU)
+    python ppo_residual_groot.py --alpha 0.3 --groot-backend server --groot-host gpu-box --groot-port 5555
+    python ppo_residual_groot.py --resume runs/<run>/checkpoints/latest.pt
+
+A copy of ppo_residual_jacobian.py with a vision base. GR00T reads both camera images and the
+joint positions and returns 16-step chunks of joint targets; each env executes `--chunk-steps`
+of them open-loop (converted to normalized deltas) while the residual corrects every step. The
+env workers render the cameras only on the steps where some env needs a new chunk (every
+`--chunk-steps` steps and after a reset), and all envs that need one are queried in ONE batched
+call to the single GR00T instance. `groot/inference_time` (seconds per call) and
+`groot/batch_size` (envs per call) are logged with the rest.
+
+The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The residual
+actor sees the normalized state and the base action; its last layer starts at zero, so before
+any update its mean is exactly zero and the agent behaves exactly like the base. The critic
+sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
+so the value function is sensible before the actor starts moving.
+
+Everything lives in this file on purpose: copy it to try an idea.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+
+import so101_env
+from base_policies import (
+    GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION, BasePolicy, act_with_cameras, compose_action,
+    make_base_policy,
+)
+from groot_n15 import DEFAULT_TOKENIZER
+from ppo_residual_jacobian import RunningNorm, alpha_at, layer_init, write_video
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment (envs get seed, seed + 1, ...)"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """torch device of the GR00T model (local backend) and of the agent"""
+    torch_threads: int = 1
+    """torch intra-op threads; keep the cores for the env workers"""
+    track: bool = False
+    """log to Weights & Biases as well (needs `pip install wandb`)"""
+    wandb_project_name: str = "so101-residual-rl"
+    """the wandb project name"""
+    wandb_entity: str | None = None
+    """the wandb entity (team)"""
+    run_dir: str = "runs"
+    """directory that holds one sub-directory per run"""
+
+    # GR00T base
+    groot_model: str = GROOT_DEFAULT_CHECKPOINT
+    """GR00T N1.5 checkpoint: directory or Hugging Face hub id (config.json, safetensors, experiment_cfg/metadata.json)"""
+    groot_revision: str | None = None
+    """hub branch/tag/commit of --groot-model (phospho uploads each training step as a branch)"""
+    groot_tokenizer: str = DEFAULT_TOKENIZER
+    """Eagle 2.5 tokenizer: directory or hub id (local backend)"""
+    groot_backend: str = "local"
+    """local: the model runs in this process on --device; server: an Isaac-GR00T inference server at host:port"""
+    groot_host: str = "localhost"
+    """host of the GR00T inference server (server backend)"""
+    groot_port: int = 5555
+    """port of the GR00T inference server (server backend)"""
+    groot_timeout: float = 15.0
+    """seconds to wait for the server's reply before failing (server backend)"""
+    groot_dtype: str = "bfloat16"
+    """weight and compute dtype of the local model: bfloat16 (as Isaac) or float32"""
+    groot_instruction: str = GROOT_DEFAULT_INSTRUCTION
+    """language instruction sent with every query; use the task text of the fine-tuning dataset"""
+    groot_camera_map: dict[str, str] | None = None
+    """checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`; default from the metadata"""
+    groot_state_keys: list[str] | None = None
+    """checkpoint state keys in joint order (shoulder_pan ... gripper); default from the metadata"""
+    groot_action_keys: list[str] | None = None
+    """checkpoint action keys in joint order; default from the metadata"""
+    groot_units: str | None = None
+    """joint units of the checkpoint: radians, degrees or range (LeRobot's [-100, 100]); default from its statistics"""
+    chunk_steps: int = 8
+    """steps of each 16-step action chunk executed open-loop before the env asks for a new chunk"""
+    image_size: int = 224
+    """pixel size of the rendered camera images (resized to the checkpoint's training resolution) and of the videos"""
+
+    # Residual RL
+    alpha: float = 0.3
+    """residual scale: action = base + alpha * residual (final value when a schedule is used)"""
+    alpha_start: float | None = 0.2
+    """if set, alpha ramps linearly from alpha_start to alpha over `alpha_ramp_fraction` of training"""
+    alpha_ramp_fraction: float = 0.5
+    """fraction of the iterations over which alpha ramps"""
+    act_scale: float = 0.02
+    """radians of joint-target change per unit of normalized action"""
+    residual_penalty: float = 0.001
+    """reward penalty per step: residual_penalty * ||residual||^2"""
+    residual_log_std: float = -1.0
+    """initial log standard deviation of the residual's exploration noise"""
+    critic_warmup_iterations: int = 2
+    """first iterations train only the critic, on rollouts of the base alone"""
+    tape_half_size: float = 0.08
+    """inner half-size of the tape square at the end of the curriculum (and at evaluation)"""
+    curriculum_start_half_size: float | None = 0.12
+    """if set, training starts with this larger square and shrinks it as success rises"""
+    curriculum_step: float = 0.01
+    """how much the square shrinks each time the success threshold is met"""
+    curriculum_success_threshold: float = 0.8
+    """training success rate (over the last `curriculum_window` episodes) that shrinks the square"""
+    curriculum_window: int = 64
+    """episodes the curriculum's success rate is computed over"""
+
+    # PPO
+    total_timesteps: int = 500_000
+    """total environment steps"""
+    learning_rate: float = 3e-4
+    """learning rate of the optimizer"""
+    num_envs: int = 4
+    """number of parallel environments (worker processes); one GR00T instance serves them all"""
+    async_envs: bool = True
+    """run envs in worker processes (False: in this process, easier to debug)"""
+    num_steps: int = 256
+    """steps per env per rollout"""
+    anneal_lr: bool = True
+    """linearly anneal the learning rate to zero"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """lambda of generalized advantage estimation"""
+    num_minibatches: int = 32
+    """number of minibatches per epoch"""
+    update_epochs: int = 10
+    """epochs per PPO update"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    clip_coef: float = 0.2
+    """surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """clip the value loss as in PPO2"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm"""
+    target_kl: float | None = None
+    """stop the epoch loop early when the approximate KL exceeds this"""
+    hidden_size: int = 256
+    """width of the two hidden layers of actor and critic"""
+    reward_scale: float = 0.1
+    """rewards are multiplied by this before learning (returns of a few units suit the critic)"""
+
+    # Evaluation, video, checkpoints
+    eval_every: int = 10
+    """evaluate (and maybe save `best`) every this many iterations; 0 disables"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes per evaluation (fixed seeds, final square size)"""
+    capture_video: bool = True
+    """render the first evaluation episode as a dual-camera MP4 and show it in TensorBoard"""
+    resume: str | None = None
+    """checkpoint to continue from (its run directory is reused)"""
+
+    # filled in at runtime
+    batch_size: int = 0
+    minibatch_size: int = 0
+    num_iterations: int = 0
+
+
+def validate_args(args: Args) -> None:
+    problems = []
+    if args.groot_backend not in GROOT_BACKENDS:
+        problems.append(f"--groot-backend {args.groot_backend!r} is unknown; choose one of {list(GROOT_BACKENDS)}")
+    if not 1 <= args.chunk_steps <= 16:
+        problems.append(f"--chunk-steps must be within [1, 16] (GR00T chunks are 16 steps long), got {args.chunk_steps}")
+    for name in ("alpha", "alpha_start"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            problems.append(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "image_size"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "act_scale"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.residual_penalty < 0 or args.critic_warmup_iterations < 0 or args.eval_every < 0:
+        problems.append("--residual-penalty, --critic-warmup-iterations and --eval-every cannot be negative")
+    if args.num_envs * args.num_steps < args.num_minibatches:
+        problems.append("--num-envs * --num-steps must be at least --num-minibatches")
+    if problems:
+        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+
+
+def make_env(args: Args, tape_half_size: float):
+    def thunk():
+        env = so101_env.SO101PaperSquareEnv(
+            act_scale=args.act_scale, tape_half_size=tape_half_size, image_size=args.image_size
+        )
+        return gym.wrappers.RecordEpisodeStatistics(env)
+
+    return thunk
+
+
+def groot_options(args: Args) -> dict:
+    """GR00TBasePolicy keyword arguments from the command line."""
+    return dict(
+        checkpoint=args.groot_model, revision=args.groot_revision, tokenizer=args.groot_tokenizer,
+        backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
+        dtype=args.groot_dtype, device=args.device, instruction=args.groot_instruction,
+        camera_map=args.groot_camera_map, state_keys=args.groot_state_keys, action_keys=args.groot_action_keys,
+        units=args.groot_units, chunk_steps=args.chunk_steps, seed=args.seed,
+    )
+
+
+class Agent(nn.Module):
+    """Residual actor (state + base action -> residual) and critic (state -> value)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_size: int = 256, log_std: float = -1.0):
+        super().__init__()
+        self.state_norm = RunningNorm(state_dim)
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(state_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(state_dim + action_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, action_dim), std=0.0),  # residual starts at exactly zero
+        )
+        self.actor_logstd = nn.Parameter(torch.full((1, action_dim), log_std))
+
+    def get_value(self, state: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.state_norm(state))
+
+    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(torch.cat([self.state_norm(state), base_action], dim=-1))
+
+    def get_action_and_value(self, state, base_action, residual=None):
+        mean = self.residual_mean(state, base_action)
+        dist = Normal(mean, self.actor_logstd.expand_as(mean).exp())
+        if residual is None:
+            residual = dist.sample()
+        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), self.get_value(state)
+
+
+def save_checkpoint(path: pathlib.Path, payload: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, base_policy: str | None = None) -> dict:
+    """Load and check a residual checkpoint; raise ValueError with a clear message if unusable."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"checkpoint {path} cannot be read (truncated or corrupted file?): {error}") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a residual-PPO checkpoint of format {CHECKPOINT_FORMAT}")
+    if checkpoint["state_dim"] != so101_env.STATE_DIM or checkpoint["action_dim"] != so101_env.ACTION_DIM:
+        raise ValueError(
+            f"checkpoint {path} was trained for observations of size {checkpoint['state_dim']} and actions of "
+            f"size {checkpoint['action_dim']}; this environment has {so101_env.STATE_DIM} and {so101_env.ACTION_DIM}"
+        )
+    trained_base = checkpoint["base_config"]["name"]
+    if base_policy is not None and base_policy != trained_base:
+        raise ValueError(
+            f"checkpoint {path} holds a residual for the {trained_base!r} base, not {base_policy!r}; "
+            f"use --base-policy {trained_base} or another checkpoint"
+        )
+    return checkpoint
+
+
+def agent_from_checkpoint(checkpoint: dict) -> Agent:
+    args = checkpoint["args"]
+    agent = Agent(checkpoint["state_dim"], checkpoint["action_dim"], args["hidden_size"], args["residual_log_std"])
+    agent.load_state_dict(checkpoint["agent"])
+    return agent
+
+
+def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool):
+    """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
+    env = so101_env.SO101PaperSquareEnv(
+        act_scale=args.act_scale,
+        tape_half_size=args.tape_half_size,
+        render_mode="rgb_array" if record_video else None,
+        image_size=args.image_size,
+    )
+    device = next(agent.parameters()).device
+    successes, returns, frames = [], [], []
+    for episode in range(args.eval_episodes):
+        obs, _ = env.reset(seed=10_000 + episode)
+        base.reset()
+        total, done = 0.0, False
+        while not done:
+            if record_video and episode == 0:
+                frames.append(env.render())
+            base_action = act_with_cameras(base, obs[None], lambda: [env.render_cameras()])
+            with torch.no_grad():
+                state = torch.as_tensor(obs[None], dtype=torch.float32, device=device)
+                residual = agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
+            obs, reward, terminated, truncated, info = env.step(compose_action(base_action, residual, alpha)[0])
+            total += reward
+            done = terminated or truncated
+        successes.append(info["success"])
+        returns.append(total)
+    env.close()
+    return float(np.mean(successes)), float(np.mean(returns)), frames
+
+
+def main(args: Args) -> pathlib.Path:
+    resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
+    if resume is not None:
+        # Continue the saved run; the only thing taken from this command line is the resume path.
+        args = Args(**{**resume["args"], "resume": args.resume})
+    validate_args(args)
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+
+    if resume is not None:
+        run_dir = pathlib.Path(resume["run_dir"])
+    else:
+        run_name = f"{so101_env.ENV_ID}__{args.exp_name}__groot__{args.seed}__{int(time.time())}"
+        run_dir = pathlib.Path(args.run_dir) / run_name
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_dir.name, save_code=True)
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device(args.device)
+
+    tape_half_size = args.tape_half_size
+    if args.curriculum_start_half_size is not None:
+        tape_half_size = max(args.curriculum_start_half_size, args.tape_half_size)
+    if resume is not None:
+        tape_half_size = resume["tape_half_size"]
+    vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
+    envs = vector_env(
+        [make_env(args, tape_half_size) for _ in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    # The env workers are forked above, before the model touches CUDA. The evaluation base shares
+    # the training base's model: one GR00T instance in memory.
+    base = make_base_policy("groot", num_envs=args.num_envs, act_scale=args.act_scale, **groot_options(args))
+    eval_base = make_base_policy("groot", num_envs=1, act_scale=args.act_scale, model=base.model, **groot_options(args))
+    print(f"GR00T base ({args.groot_backend}): cameras {base.camera_map}, state keys {base.state_keys}, "
+          f"action keys {base.action_keys}, units {base.units}")
+
+    state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
+    agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
+    recent_successes: list[bool] = []
+    if resume is not None:
+        agent.load_state_dict(resume["agent"])
+        optimizer.load_state_dict(resume["optimizer"])
+        global_step, start_iteration = resume["global_step"], resume["iteration"] + 1
+        best_eval = tuple(resume["best_eval"])
+        recent_successes = list(resume["recent_successes"])
+        print(f"resuming {run_dir} at iteration {start_iteration}, global step {global_step}")
+
+    def checkpoint_payload(iteration: int) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "script": "ppo_residual_groot",
+            "agent": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
+            "base_config": base.config(),
+            "state_dim": state_dim,
+            "action_dim": action_dim,
+            "global_step": global_step,
+            "iteration": iteration,
+            "alpha": alpha_at(args, iteration),
+            "tape_half_size": tape_half_size,
+            "best_eval": best_eval,
+            "recent_successes": recent_successes[-args.curriculum_window :],
+            "run_dir": str(run_dir),
+        }
+
+    # Rollout storage
+    states = torch.zeros((args.num_steps, args.num_envs, state_dim), device=device)
+    base_actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    residuals = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    next_obs, _ = envs.reset(seed=args.seed + 1000 * (start_iteration - 1))
+    base.reset()
+    next_done = np.zeros(args.num_envs, dtype=bool)
+    start_time, steps_at_start = time.time(), global_step
+    completed_iteration, completed_step = start_iteration - 1, global_step
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
+    try:
+        for iteration in range(start_iteration, args.num_iterations + 1):
+            alpha = alpha_at(args, iteration)
+            warmup = iteration <= args.critic_warmup_iterations
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
+
+            episode_returns, episode_lengths, episode_successes, final_distances = [], [], [], []
+            penalties, unstable = [], 0
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                base_action = act_with_cameras(base, next_obs, lambda: envs.call("render_cameras"))
+                state = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+                base_action_t = torch.as_tensor(base_action, device=device)
+                with torch.no_grad():
+                    residual, logprob, _, value = agent.get_action_and_value(state, base_action_t)
+                    if warmup:  # the base alone; the residual's log-probs are unused then
+                        residual = agent.residual_mean(state, base_action_t)
+                states[step], base_actions[step], residuals[step] = state, base_action_t, residual
+                logprobs[step], values[step] = logprob, value.flatten()
+                dones[step] = torch.as_tensor(next_done, dtype=torch.float32, device=device)
+
+                residual_np = residual.cpu().numpy()
+                action = compose_action(base_action, residual_np, alpha)
+                next_obs, reward, terminations, truncations, infos = envs.step(action)
+                penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
+                penalties.append(penalty.mean())
+                reward = (reward - penalty) * args.reward_scale
+                next_done = np.logical_or(terminations, truncations)
+                base.reset(next_done)
+
+                if "final_info" in infos:
+                    final, ended = infos["final_info"], infos["_final_info"]
+                    # Time-limit truncation is not failure: bootstrap from the last state's value.
+                    cut = np.flatnonzero(ended & truncations & ~terminations)
+                    if len(cut):
+                        final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
+                        with torch.no_grad():
+                            reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
+                    for i in np.flatnonzero(ended):
+                        episode_returns.append(final["episode"]["r"][i])
+                        episode_lengths.append(final["episode"]["l"][i])
+                        episode_successes.append(bool(final["success"][i]))
+                        final_distances.append(final["dist_to_goal"][i])
+                        unstable += bool(final.get("sim_unstable", np.zeros(args.num_envs, bool))[i])
+                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+
+            # Generalized advantage estimation
+            with torch.no_grad():
+                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).reshape(1, -1)
+                next_nonterminal_last = 1.0 - torch.as_tensor(next_done, dtype=torch.float32, device=device)
+                advantages = torch.zeros_like(rewards)
+                lastgaelam = 0
+                for t in reversed(range(args.num_steps)):
+                    if t == args.num_steps - 1:
+                        nextnonterminal, nextvalues = next_nonterminal_last, next_value
+                    else:
+                        nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                    advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                returns = advantages + values
+
+            b_states = states.reshape(-1, state_dim)
+            b_base_actions = base_actions.reshape(-1, action_dim)
+            b_residuals = residuals.reshape(-1, action_dim)
+            b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
+            b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+
+            # PPO update (critic only during warm-up)
+            b_inds = np.arange(args.batch_size)
+            clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
+            pg_loss = entropy_loss = torch.zeros(())
+            for epoch in range(args.update_epochs):
+                np.random.shuffle(b_inds)
+                for start in range(0, args.batch_size, args.minibatch_size):
+                    mb = b_inds[start : start + args.minibatch_size]
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                        b_states[mb], b_base_actions[mb], b_residuals[mb]
+                    )
+                    newvalue = newvalue.view(-1)
+                    if args.clip_vloss:
+                        v_unclipped = (newvalue - b_returns[mb]) ** 2
+                        v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -args.clip_coef, args.clip_coef)
+                        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+                    else:
+                        v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
+
+                    if warmup:
+                        loss = v_loss * args.vf_coef
+                    else:
+                        logratio = newlogprob - b_logprobs[mb]
+                        ratio = logratio.exp()
+                        with torch.no_grad():
+                            old_approx_kl = (-logratio).mean()
+                            approx_kl = ((ratio - 1) - logratio).mean()
+                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                        mb_adv = b_advantages[mb]
+                        if args.norm_adv:
+                            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                        pg_loss = torch.max(
+                            -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                        ).mean()
+                        entropy_loss = entropy.mean()
+                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                if args.target_kl is not None and approx_kl > args.target_kl:
+                    break
+
+            # Normalization statistics change only here, between an update and the next rollout,
+            # so the log-probs stored during a rollout stay valid for the update that uses them.
+            agent.state_norm.update(b_states)
+            completed_iteration, completed_step = iteration, global_step
+
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+            # Curriculum on the square size, driven by recent training success
+            recent_successes = (recent_successes + episode_successes)[-args.curriculum_window :]
+            if (
+                tape_half_size > args.tape_half_size
+                and len(recent_successes) >= args.curriculum_window
+                and np.mean(recent_successes) >= args.curriculum_success_threshold
+            ):
+                tape_half_size = max(args.tape_half_size, tape_half_size - args.curriculum_step)
+                envs.call("set_tape_half_size", tape_half_size)
+                recent_successes = []
+
+            sps = int((global_step - steps_at_start) / (time.time() - start_time))
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/alpha", alpha, global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("curriculum/tape_half_size", tape_half_size, global_step)
+            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+            writer.add_scalar("losses/clipfrac", np.mean(clipfracs) if clipfracs else 0.0, global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            writer.add_scalar("residual/penalty", float(np.mean(penalties)), global_step)
+            writer.add_scalar("residual/mean_abs", b_residuals.abs().mean().item(), global_step)
+            writer.add_scalar("residual/std", agent.actor_logstd.exp().mean().item(), global_step)
+            writer.add_scalar("charts/unstable_episodes", unstable, global_step)
+            if episode_returns:
+                writer.add_scalar("charts/episodic_return", np.mean(episode_returns), global_step)
+                writer.add_scalar("charts/episodic_length", np.mean(episode_lengths), global_step)
+                writer.add_scalar("residual/success_rate", np.mean(episode_successes), global_step)
+                writer.add_scalar("task/dist_to_goal", np.mean(final_distances), global_step)
+            inference_time = float(np.mean(base.inference_seconds)) if base.inference_seconds else float("nan")
+            if base.inference_seconds:
+                writer.add_scalar("groot/inference_time", inference_time, global_step)
+                writer.add_scalar("groot/batch_size", np.mean(base.inference_batch_sizes), global_step)
+                writer.add_scalar("groot/calls", len(base.inference_seconds), global_step)
+            base.inference_seconds.clear()
+            base.inference_batch_sizes.clear()
+
+            remaining = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
+            print(
+                f"iter {iteration}/{args.num_iterations} | step {global_step} | SPS {sps} | "
+                f"success {np.mean(episode_successes) if episode_successes else float('nan'):.2f} "
+                f"({len(episode_successes)} eps) | return {np.mean(episode_returns) if episode_returns else float('nan'):.1f} | "
+                f"alpha {alpha:.2f} | tape {tape_half_size:.3f} | GR00T {1000 * inference_time:.0f} ms/call"
+                f"{' | critic warm-up' if warmup else ''} | eta {remaining / 60:.1f} min",
+                flush=True,
+            )
+
+            is_last = iteration == args.num_iterations
+            if args.eval_every and (iteration % args.eval_every == 0 or is_last):
+                record = args.capture_video
+                success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record)
+                writer.add_scalar("eval/success_rate", success, global_step)
+                writer.add_scalar("eval/episodic_return", mean_return, global_step)
+                if record:
+                    write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video", global_step)
+                print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f}")
+                if (success, mean_return) > best_eval:  # ties on success go to the higher return
+                    best_eval = (success, mean_return)
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(iteration))
+                save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(iteration))
+        save_checkpoint(run_dir / "checkpoints" / "final.pt", checkpoint_payload(completed_iteration))
+        print(f"saved {run_dir / 'checkpoints' / 'final.pt'}")
+    except KeyboardInterrupt:
+        # Keep what the finished iterations learned; the interrupted rollout is dropped.
+        global_step = completed_step
+        save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(completed_iteration))
+        print(f"\ninterrupted: saved {run_dir / 'checkpoints' / 'latest.pt'} (iteration {completed_iteration}); "
+              f"continue with --resume {run_dir / 'checkpoints' / 'latest.pt'}")
+    finally:
+        envs.close()
+        writer.close()
+    return run_dir
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
