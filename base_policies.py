@@ -300,7 +300,7 @@ class ILBasePolicy(BasePolicy):
 
         self.checkpoint = str(checkpoint)
         self.policy, meta = load_bc_checkpoint(checkpoint, STATE_DIM)
-        self.chunk_steps = chunk_steps or meta["chunk_steps"]
+        self.chunk_steps = meta["chunk_steps"] if chunk_steps is None else chunk_steps
         if not 1 <= self.chunk_steps <= meta["chunk_size"]:
             raise ValueError(f"chunk_steps must be within [1, {meta['chunk_size']}] for {checkpoint}, got {self.chunk_steps}")
         self.action_gain = meta["act_scale"] / act_scale

@@ -156,6 +156,8 @@ def load_bc_checkpoint(path: str | os.PathLike, state_dim: int) -> tuple[ChunkPo
 def main(args: Args) -> pathlib.Path:
     if not 1 <= args.chunk_steps <= args.chunk_size:
         raise SystemExit(f"--chunk-steps must be within [1, --chunk-size={args.chunk_size}], got {args.chunk_steps}")
+    if not 0 <= args.val_fraction < 1:
+        raise SystemExit(f"--val-fraction must be within [0, 1), got {args.val_fraction}")
     run_dir = pathlib.Path(args.run_dir) / f"{args.exp_name}__{args.seed}__{int(time.time())}"
     output = pathlib.Path(args.output) if args.output else run_dir / "checkpoints" / "bc.pt"
     random.seed(args.seed)
@@ -253,7 +255,9 @@ def main(args: Args) -> pathlib.Path:
     )
     print(f"saved {output}")
 
-    if args.eval_episodes and state_dim == so101_env.STATE_DIM:
+    if args.eval_episodes and state_dim != so101_env.STATE_DIM:
+        print(f"no env evaluation: the env needs states of size {so101_env.STATE_DIM}, this policy reads {state_dim}")
+    elif args.eval_episodes:
         from base_policies import make_base_policy
         from eval_policy import run_episode
 

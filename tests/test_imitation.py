@@ -22,7 +22,7 @@ TINY_BC = dict(chunk_size=4, chunk_steps=2, hidden_size=32, num_hidden_layers=2,
 
 def record(path, **overrides):
     # Seeds 2 and 3 are short Jacobian successes (about 120 steps each).
-    args = dict(output_dir=str(path), n_episodes=2, seed=2, max_attempts=4, units="degrees")
+    args = dict(output_dir=str(path), n_episodes=2, seed=2, max_attempts=4, units="degrees", dart_noise_std=0.0)
     return record_demos.main(record_demos.Args(**{**args, **overrides}))
 
 
@@ -65,6 +65,17 @@ def test_dataset_follows_the_lerobot_v2_layout(dataset):
     assert first["state"].shape == (episodes[0]["length"], 25)
     # The commanded targets differ from the joints by at most act_scale per step.
     assert np.abs(first["target"] - first["state"][:, :6]).max() <= 0.02 + 1e-5
+
+
+def test_dart_noise_moves_the_env_but_labels_stay_the_demonstrators(tmp_path):
+    record(tmp_path / "dart", units="radians", dart_noise_std=0.5, n_episodes=1, max_attempts=1, keep_failures=True)
+    episode = read_dataset(tmp_path / "dart").episodes[0]
+    labels = (episode["target"] - episode["state"][:, :6]) / 0.02
+    replay = make_base_policy("jacobian", 1)
+    replayed = np.concatenate([replay.act(state[None]) for state in episode["state"]])
+    np.testing.assert_allclose(labels, replayed, atol=1e-4)
+    clean = read_dataset(record(tmp_path / "clean", units="radians", n_episodes=1).root).episodes[0]
+    assert not np.allclose(episode["state"][10], clean["state"][10])  # the noise did move the arm
 
 
 @pytest.mark.parametrize("units", JOINT_UNITS)
