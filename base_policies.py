@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import time
 
+import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
+
 import mujoco
 import numpy as np
 
-import so101_env
 from so101_env import ACTION_DIM, HOME_QPOS, JOINT_NAMES, STATE_DIM
 
 # Slices of the 25-float state vector (see so101_env).
@@ -167,91 +168,90 @@ class JacobianBasePolicy(BasePolicy):
 
     def act(self, states: np.ndarray) -> np.ndarray:
         states = self._check_states(states)
-        return np.stack([self._act_one(i, s) for i, s in enumerate(states)]).astype(np.float32)
-
-    def _act_one(self, env: int, state: np.ndarray) -> np.ndarray:
-        q = state[QPOS]
-        tip, pointing, jac_pos, jac_rot = self._kinematics(q)
+        q = states[:, QPOS]
+        tip, pointing, jac_pos, jac_rot, pad_xy, roll_turns_yaw = self._kinematics(q)
         # The sheet is touched by the moving jaw's tip, a few millimetres from the tip site:
         # aim the site so that this contact lands on the paper centre.
-        pad_offset = self.data.geom_xpos[self._press_geom][:2] - tip[:2]
-        paper_xy = state[PAPER_POS][:2] - pad_offset
-        to_goal = state[PAPER_TO_GOAL][:2]
-        tip_to_paper = np.linalg.norm(paper_xy - tip[:2])
+        paper_xy = states[:, PAPER_POS][:, :2] - (pad_xy - tip[:, :2])
+        to_goal = states[:, PAPER_TO_GOAL][:, :2]
+        goal_distance = np.linalg.norm(to_goal, axis=1)
+        tip_to_paper = np.linalg.norm(paper_xy - tip[:, :2], axis=1)
+        tip_z = tip[:, 2]
         press_z = self._paper_top + self.press_height
 
-        phase = self.phase[env]
-        if phase != self.PRESS:
-            self.press_steps[env] = 0
-        if phase == self.APPROACH and tip_to_paper < 0.002 and abs(tip[2] - self.hover_height) < 0.01:
-            phase = self.PRESS
-        elif phase == self.PRESS and tip[2] < self._paper_top + self.contact_height:
-            # Let the press force build up before pulling, or the jaw skids over the sheet.
-            self.press_steps[env] += 1
-            if self.press_steps[env] >= self.press_dwell:
-                phase = self.DRAG
-        elif phase in (self.PRESS, self.DRAG) and tip_to_paper > self.slip_distance:
-            phase = self.LIFT
-        elif phase == self.DRAG and np.linalg.norm(to_goal) < self.place_tolerance:
-            phase = self.LIFT
-        elif phase == self.LIFT and tip[2] > self.hover_height - 0.005:
-            phase = self.APPROACH if np.linalg.norm(to_goal) >= self.place_tolerance else self.LIFT
-        self.phase[env] = phase
+        # Phase transitions, all envs at once.
+        old = self.phase
+        self.press_steps[old != self.PRESS] = 0
+        # Let the press force build up before pulling, or the jaw skids over the sheet.
+        pressed = (old == self.PRESS) & (tip_z < self._paper_top + self.contact_height)
+        self.press_steps[pressed] += 1
+        slipped = tip_to_paper > self.slip_distance
+        placed = goal_distance < self.place_tolerance
+        phase = old.copy()
+        phase[(old == self.APPROACH) & (tip_to_paper < 0.002) & (np.abs(tip_z - self.hover_height) < 0.01)] = self.PRESS
+        phase[pressed & (self.press_steps >= self.press_dwell)] = self.DRAG
+        phase[(old == self.PRESS) & ~pressed & slipped] = self.LIFT
+        phase[(old == self.DRAG) & (slipped | placed)] = self.LIFT
+        phase[(old == self.LIFT) & (tip_z > self.hover_height - 0.005) & ~placed] = self.APPROACH
+        self.phase = phase
 
-        if phase == self.APPROACH:
-            target = np.array([paper_xy[0], paper_xy[1], self.hover_height])
-            if tip_to_paper > 0.01:  # travel above the table before descending
-                target[2] = max(self.hover_height, tip[2])
-        elif phase == self.PRESS:
-            target = np.array([paper_xy[0], paper_xy[1], press_z])
-        elif phase == self.DRAG:
-            step = to_goal * min(1.0, self.drag_step / max(np.linalg.norm(to_goal), 1e-9))
-            target = np.array([tip[0] + step[0], tip[1] + step[1], press_z])
-        else:
-            target = np.array([tip[0], tip[1], self.hover_height + 0.01])
+        # Tip targets per phase.
+        target = np.empty_like(tip)
+        target[:, :2] = paper_xy  # approach and press aim at the paper centre
+        target[:, 2] = np.where(tip_to_paper > 0.01, np.maximum(self.hover_height, tip_z), self.hover_height)
+        press, drag, lift = phase == self.PRESS, phase == self.DRAG, phase == self.LIFT
+        target[press | drag, 2] = press_z
+        step = to_goal * np.minimum(1.0, self.drag_step / np.maximum(goal_distance, 1e-9))[:, None]
+        target[drag, :2] = tip[drag, :2] + step[drag]
+        target[lift, :2] = tip[lift, :2]
+        target[lift, 2] = self.hover_height + 0.01
 
         tip_error = target - tip
-        tip_error *= min(1.0, self.max_tip_step / max(np.linalg.norm(tip_error), 1e-9))
+        tip_error *= np.minimum(1.0, self.max_tip_step / np.maximum(np.linalg.norm(tip_error, axis=1), 1e-9))[:, None]
         dq = self._ik_step(tip_error, pointing, jac_pos, jac_rot)
-        action = np.zeros(ACTION_DIM)
-        # Scale the joint step as a whole (not per joint) so the tip keeps its direction.
-        action[:4] = dq / max(self.act_scale, np.abs(dq).max())
-        if phase == self.DRAG:
-            # The pressed fingertip grips the sheet in torsion too: twisting the wrist turns it.
-            yaw_error = _sheet_yaw(state[PAPER_QUAT])
-            action[4] = -self.yaw_gain * yaw_error * self._roll_turns_yaw / self.act_scale
-        action[5] = (HOME_QPOS[5] - q[5]) / self.act_scale  # keep the jaw where it was designed to touch
-        return np.clip(action, -1.0, 1.0)
+        action = np.zeros((len(states), ACTION_DIM))
+        # Scale each joint step as a whole (not per joint) so the tip keeps its direction.
+        action[:, :4] = dq / np.maximum(self.act_scale, np.abs(dq).max(axis=1))[:, None]
+        # The pressed fingertip grips the sheet in torsion too: twisting the wrist turns it.
+        yaw_error = _sheet_yaw(states[:, PAPER_QUAT])
+        action[drag, 4] = (-self.yaw_gain * yaw_error * roll_turns_yaw / self.act_scale)[drag]
+        action[:, 5] = (HOME_QPOS[5] - q[:, 5]) / self.act_scale  # keep the jaw where it was designed to touch
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
-    def _kinematics(self, q: np.ndarray):
+    def _kinematics(self, qs: np.ndarray):
+        """Per env: tip position, pointing axis, tip Jacobians of the IK joints, pad xy, roll sign."""
         m, d = self.model, self.data
-        d.qpos[self._qpos_idx] = q
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_comPos(m, d)
-        jac_pos = np.zeros((3, m.nv))
-        jac_rot = np.zeros((3, m.nv))
-        mujoco.mj_jacSite(m, d, jac_pos, jac_rot, self._tip_site)
-        pointing = d.site_xmat[self._tip_site].reshape(3, 3)[:, 0].copy()
-        # +1 when a positive wrist roll turns the gripper counter-clockwise seen from above.
-        self._roll_turns_yaw = np.sign(jac_rot[2, self._roll_dof]) or 1.0
-        return d.site_xpos[self._tip_site].copy(), pointing, jac_pos[:, self._ik_dofs], jac_rot[:, self._ik_dofs]
+        n = len(qs)
+        tip, pointing, pad_xy = np.empty((n, 3)), np.empty((n, 3)), np.empty((n, 2))
+        jac_pos, jac_rot = np.empty((n, 3, m.nv)), np.empty((n, 3, m.nv))
+        for i, q in enumerate(qs):
+            d.qpos[self._qpos_idx] = q
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            mujoco.mj_jacSite(m, d, jac_pos[i], jac_rot[i], self._tip_site)
+            tip[i] = d.site_xpos[self._tip_site]
+            pointing[i] = d.site_xmat[self._tip_site].reshape(3, 3)[:, 0]
+            pad_xy[i] = d.geom_xpos[self._press_geom][:2]
+        # +1 where a positive wrist roll turns the gripper counter-clockwise seen from above.
+        roll_turns_yaw = np.where(jac_rot[:, 2, self._roll_dof] < 0, -1.0, 1.0)
+        return tip, pointing, jac_pos[:, :, self._ik_dofs], jac_rot[:, :, self._ik_dofs], pad_xy, roll_turns_yaw
 
     def _ik_step(self, tip_error, pointing, jac_pos, jac_rot) -> np.ndarray:
-        """One damped-least-squares step toward the tip target with the gripper pointing down."""
+        """One damped-least-squares step per env toward its tip target, gripper pointing down."""
         # Rotation that turns the pointing axis onto -z: pointing x (0, 0, -1), written out.
-        pointing_error = np.array([-pointing[1], pointing[0], 0.0])
+        pointing_error = np.stack([-pointing[:, 1], pointing[:, 0], np.zeros(len(pointing))], axis=1)
         w = self.pointing_weight
-        jac = np.vstack([jac_pos, w * jac_rot])
-        error = np.concatenate([tip_error, w * pointing_error])
-        lhs = jac @ jac.T + self.damping**2 * np.eye(6)
-        return jac.T @ np.linalg.solve(lhs, error)
+        jac = np.concatenate([jac_pos, w * jac_rot], axis=1)  # (n, 6, 4)
+        error = np.concatenate([tip_error, w * pointing_error], axis=1)
+        lhs = jac @ jac.transpose(0, 2, 1) + self.damping**2 * np.eye(6)
+        return (jac.transpose(0, 2, 1) @ np.linalg.solve(lhs, error[:, :, None]))[:, :, 0]
 
 
-def _sheet_yaw(quat_wxyz: np.ndarray) -> float:
-    """Yaw of a flat sheet in [-pi/2, pi/2): a rectangle is the same after a half turn."""
-    w, x, y, z = quat_wxyz
+def _sheet_yaw(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Yaw of flat sheets (..., 4 quaternions) in [-pi/2, pi/2): a rectangle is the same after a half turn."""
+    w, x, y, z = np.moveaxis(quat_wxyz, -1, 0)
     yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
+    return (yaw + np.pi / 2) % np.pi - np.pi / 2
 
 
 class ActionChunkQueue:

@@ -1,36 +1,63 @@
-"""Throughput of the SO-101 paper-square scene, measured side by side in one run.
+"""Throughput of the SO-101 paper-square project, measured side by side in one run.
 
-    python benchmark.py                  # prints a table
-    python benchmark.py --seconds 5      # longer, steadier measurements
+    python benchmark.py --only env                   # env step rate against the raw MuJoCo limit
+    pip install -r requirements-bench.txt
+    python benchmark.py --output BENCHMARKS.md       # everything, including Stable-Baselines3
 
-raw mj_step:  MuJoCo stepping the same scene with no Python in the loop (`nstep` batches);
-              divided by 12 physics steps per policy step it is the ceiling for one env.
-env.step:     SO101PaperSquareEnv.step with a fixed random action sequence, no rendering.
-The ratio env / (raw / 12) is the SPEC target (>= 70 %). Both are timed on one core, in
-alternating rounds, and the median round is reported so a noisy neighbour hurts both alike.
+Sections (each prints as it finishes; --output writes them all as Markdown):
+  env      raw mj_step rate of the scene (no Python in the loop) and one SO101PaperSquareEnv's
+           step rate; the ceiling for one env is raw / 12 physics steps per policy step.
+           Timed in alternating rounds on the same core; the median round is reported.
+  vector   env steps/s of gymnasium's Sync and Async vector envs for 1, 2, 4 and 8 envs.
+  render   milliseconds per dual-camera frame (top view | wrist) at 224 x 224 per camera.
+  train    end-to-end training steps/s of ppo_residual_jacobian.py against Stable-Baselines3 PPO
+           on the same residual task (Jacobian base, alpha 0.5), with the same number of envs,
+           rollout length, minibatch size, epochs, network and torch threads; then a profile of
+           one training iteration of ppo_residual_jacobian.py with its largest costs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
+import io
+import os
+import platform
+import pstats
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 
+import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
+
+import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
 import tyro
 
+from base_policies import compose_action, make_base_policy
 from so101_env import HOME_QPOS, PHYSICS_STEPS_PER_POLICY, SO101PaperSquareEnv
 
 
 @dataclass
 class Args:
+    only: tuple[str, ...] = ("env", "vector", "render", "train")
+    """sections to run: env, vector, render, train"""
     seconds: float = 2.0
     """approximate seconds per measurement round"""
     rounds: int = 5
-    """alternating rounds per measurement; the median is reported"""
+    """alternating rounds per env measurement; the median is reported"""
+    train_steps: int = 24_576
+    """environment steps per trainer in the training comparison (12 PPO iterations)"""
+    num_envs: int = 8
+    """environments in the training comparison"""
+    output: str | None = None
+    """write the results as Markdown to this file (e.g. BENCHMARKS.md)"""
 
 
+# ---------------------------------------------------------------------------- env
 def raw_step_rate(env: SO101PaperSquareEnv, seconds: float) -> float:
     """Physics steps per second of the env's own model, arm holding its home pose."""
     m, d = env.model, env.data
@@ -44,20 +71,22 @@ def raw_step_rate(env: SO101PaperSquareEnv, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def env_step_rate(env: SO101PaperSquareEnv, seconds: float) -> float:
-    actions = np.random.default_rng(0).uniform(-0.3, 0.3, size=(4096, 6))
+def env_step_rate(env, seconds: float, num_envs: int = 0) -> float:
+    """Steps per second (env steps, summed over envs) under small random actions."""
+    shape = (num_envs, 6) if num_envs else (6,)
+    actions = np.random.default_rng(0).uniform(-0.3, 0.3, size=(256, *shape))
     env.reset(seed=0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        for action in actions[:256]:
+        for action in actions:
             _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
+            if not num_envs and (terminated or truncated):
                 env.reset()
-        steps += 256
+        steps += len(actions) * max(num_envs, 1)
     return steps / (time.perf_counter() - start)
 
 
-def main(args: Args) -> dict:
+def bench_env(args: Args) -> list[str]:
     env = SO101PaperSquareEnv()
     raw, stepped = [], []
     for _ in range(args.rounds):
@@ -65,12 +94,185 @@ def main(args: Args) -> dict:
         stepped.append(env_step_rate(env, args.seconds))
     raw_rate, env_rate = statistics.median(raw), statistics.median(stepped)
     ceiling = raw_rate / PHYSICS_STEPS_PER_POLICY
-    result = {"raw_mj_steps_per_s": raw_rate, "env_ceiling_steps_per_s": ceiling,
-              "env_steps_per_s": env_rate, "env_over_ceiling": env_rate / ceiling}
-    print(f"raw mj_step:            {raw_rate:10.0f} physics steps/s")
-    print(f"ceiling (raw / {PHYSICS_STEPS_PER_POLICY}):     {ceiling:10.0f} env steps/s")
-    print(f"SO101PaperSquareEnv:    {env_rate:10.0f} env steps/s  = {env_rate / ceiling:.1%} of the ceiling")
-    return result
+    return [
+        "| measurement | steps/s |",
+        "|---|---|",
+        f"| raw `mj_step` (physics steps) | {raw_rate:,.0f} |",
+        f"| ceiling for one env (raw / {PHYSICS_STEPS_PER_POLICY}) | {ceiling:,.0f} |",
+        f"| `SO101PaperSquareEnv.step` | {env_rate:,.0f} |",
+        f"| **env / ceiling** | **{env_rate / ceiling:.1%}** (target >= 70 %) |",
+    ]
+
+
+def bench_vector(args: Args) -> list[str]:
+    lines = ["| envs | SyncVectorEnv steps/s | AsyncVectorEnv steps/s |", "|---|---|---|"]
+    for n in (1, 2, 4, 8):
+        rates = []
+        for vector_env in (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv):
+            envs = vector_env([SO101PaperSquareEnv for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            rates.append(env_step_rate(envs, args.seconds, num_envs=n))
+            envs.close()
+        lines.append(f"| {n} | {rates[0]:,.0f} | {rates[1]:,.0f} |")
+    return lines
+
+
+def bench_render(args: Args) -> list[str]:
+    env = SO101PaperSquareEnv(render_mode="rgb_array", image_size=224)
+    env.reset(seed=0)
+    env.render()  # warm up the GL context
+    rendering, frames, start = 0.0, 0, time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        env.step(np.zeros(6))
+        before = time.perf_counter()
+        env.render()
+        rendering += time.perf_counter() - before
+        frames += 1
+    env.close()
+    return [
+        "| MUJOCO_GL | ms per dual-camera frame (2 x 224 x 224) |",
+        "|---|---|",
+        f"| {os.environ.get('MUJOCO_GL', 'glfw')} | {rendering / frames * 1e3:.2f} |",
+    ]
+
+
+# ---------------------------------------------------------------------------- train
+class ResidualTaskForSB3(gym.Wrapper):
+    """The residual task as a plain env for Stable-Baselines3, which has no notion of a base.
+
+    The Jacobian base runs inside each env (one per worker process, as the seed project did);
+    the agent sees the state and the base action, exactly like ppo_residual_jacobian.py's actor.
+    """
+
+    def __init__(self, alpha: float = 0.5, residual_penalty: float = 0.001, reward_scale: float = 0.1):
+        super().__init__(SO101PaperSquareEnv())
+        self.base = make_base_policy("jacobian", num_envs=1)
+        self.alpha, self.residual_penalty, self.reward_scale = alpha, residual_penalty, reward_scale
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(so101_env.STATE_DIM + 6,), dtype=np.float32)
+
+    def _observe(self, state):
+        self.base_action = self.base.act(state[None])
+        return np.concatenate([state, self.base_action[0]]).astype(np.float32)
+
+    def reset(self, **kwargs):
+        state, info = self.env.reset(**kwargs)
+        self.base.reset()
+        return self._observe(state), info
+
+    def step(self, residual):
+        action = compose_action(self.base_action, residual[None], self.alpha)[0]
+        state, reward, terminated, truncated, info = self.env.step(action)
+        penalty = self.residual_penalty * float(np.square(np.clip(residual, -1, 1)).sum())
+        return self._observe(state), (reward - penalty) * self.reward_scale, terminated, truncated, info
+
+
+def train_ours(args: Args, run_dir: str) -> float:
+    import ppo_residual_jacobian as ppo
+
+    train_args = ppo.Args(
+        total_timesteps=args.train_steps, num_envs=args.num_envs, alpha_start=None, critic_warmup_iterations=0,
+        curriculum_start_half_size=None, eval_every=0, run_dir=run_dir,
+    )
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ppo.main(train_args)
+    return args.train_steps / (time.perf_counter() - start)
+
+
+def train_sb3(args: Args) -> float:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    import ppo_residual_jacobian as ppo
+
+    ours = ppo.Args()
+    torch.set_num_threads(ours.torch_threads)
+    envs = SubprocVecEnv([ResidualTaskForSB3 for _ in range(args.num_envs)])
+    model = PPO(
+        "MlpPolicy", envs, n_steps=ours.num_steps, batch_size=ours.num_envs * ours.num_steps // ours.num_minibatches,
+        n_epochs=ours.update_epochs, learning_rate=ours.learning_rate, gamma=ours.gamma, gae_lambda=ours.gae_lambda,
+        clip_range=ours.clip_coef, ent_coef=ours.ent_coef, vf_coef=ours.vf_coef, max_grad_norm=ours.max_grad_norm,
+        policy_kwargs=dict(net_arch=dict(pi=[ours.hidden_size] * 2, vf=[ours.hidden_size] * 2),
+                           activation_fn=torch.nn.Tanh, log_std_init=ours.residual_log_std),
+        device="cpu", seed=1, verbose=0,
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.train_steps)
+    rate = args.train_steps / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def profile_iteration(run_dir: str, num_envs: int) -> list[str]:
+    import ppo_residual_jacobian as ppo
+
+    train_args = ppo.Args(total_timesteps=num_envs * 256, num_envs=num_envs, critic_warmup_iterations=0,
+                          eval_every=0, run_dir=run_dir)
+    profiler = cProfile.Profile()
+    with contextlib.redirect_stdout(io.StringIO()):
+        profiler.runcall(ppo.main, train_args)
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(12)
+    table = [line for line in stream.getvalue().splitlines() if line.strip()][-13:]
+    return ["```", *table, "```"]
+
+
+def bench_train(args: Args) -> list[str]:
+    with tempfile.TemporaryDirectory() as run_dir:
+        ours = train_ours(args, run_dir)
+        sb3 = train_sb3(args)
+        ours_again = train_ours(args, run_dir)  # ours runs first and last, so drift hurts both sides
+        profile = profile_iteration(run_dir, args.num_envs)
+    ours_rate = (ours + ours_again) / 2
+    return [
+        f"{args.num_envs} envs in worker processes, {args.train_steps:,} env steps per trainer, 256 steps per env per "
+        "rollout, 32 minibatches, 10 epochs, 256-256 tanh actor and critic, 1 torch thread.",
+        "",
+        "| trainer | env steps/s |",
+        "|---|---|",
+        f"| ppo_residual_jacobian.py | {ours_rate:,.0f} (runs: {ours:,.0f}, {ours_again:,.0f}) |",
+        f"| Stable-Baselines3 PPO | {sb3:,.0f} |",
+        f"| **ratio** | **{ours_rate / sb3:.2f}x** (target >= 2x) |",
+        "",
+        "Profile of one iteration of ppo_residual_jacobian.py (cProfile, sorted by own time):",
+        "",
+        *profile,
+    ]
+
+
+SECTIONS = {"env": bench_env, "vector": bench_vector, "render": bench_render, "train": bench_train}
+TITLES = {
+    "env": "One environment against the raw MuJoCo limit",
+    "vector": "Vector environments (env steps per second, all envs together)",
+    "render": "Rendering",
+    "train": "End-to-end training against Stable-Baselines3",
+}
+
+
+def main(args: Args) -> dict[str, list[str]]:
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown --only section(s) {sorted(unknown)}; choose from {list(SECTIONS)}")
+    results = {}
+    for name in args.only:
+        print(f"## {TITLES[name]}", flush=True)
+        results[name] = SECTIONS[name](args)
+        print("\n".join(results[name]) + "\n", flush=True)
+    if args.output:
+        header = [
+            "# Benchmarks",
+            "",
+            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, "
+            f"Python {platform.python_version()}, mujoco {mujoco.__version__}, gymnasium {gym.__version__}, "
+            f"torch {torch.__version__}.",
+            "",
+            f"Command: `python benchmark.py --output {args.output}`",
+            "",
+        ]
+        body = [line for name in args.only for line in (f"## {TITLES[name]}", "", *results[name], "")]
+        with open(args.output, "w") as f:
+            f.write("\n".join(header + body))
+        print(f"wrote {args.output}")
+    return results
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Everything lives in this file on purpose: copy it to try an idea.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import pathlib
@@ -304,7 +303,7 @@ def agent_from_checkpoint(checkpoint: dict) -> Agent:
     return agent
 
 
-def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool):
+def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool, device: torch.device):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
     env = so101_env.SO101PaperSquareEnv(
         act_scale=args.act_scale,
@@ -322,8 +321,8 @@ def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_vi
                 frames.append(env.render())
             base_action = base.act(obs[None])
             with torch.no_grad():
-                state = torch.as_tensor(obs[None], dtype=torch.float32)
-                residual = agent.residual_mean(state, torch.as_tensor(base_action)).numpy()
+                state = torch.as_tensor(obs[None], dtype=torch.float32, device=device)
+                residual = agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
             obs, reward, terminated, truncated, info = env.step(compose_action(base_action, residual, alpha)[0])
             total += reward
             done = terminated or truncated
@@ -606,7 +605,7 @@ def main(args: Args) -> pathlib.Path:
             is_last = iteration == args.num_iterations
             if args.eval_every and (iteration % args.eval_every == 0 or is_last):
                 record = args.capture_video
-                success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record)
+                success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record, device)
                 writer.add_scalar("eval/success_rate", success, global_step)
                 writer.add_scalar("eval/episodic_return", mean_return, global_step)
                 if record:

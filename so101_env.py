@@ -36,6 +36,7 @@ import glob
 import math
 import os
 import pathlib
+import sys
 from dataclasses import dataclass
 
 
@@ -45,8 +46,8 @@ def _choose_headless_gl_backend() -> None:
     A user's MUJOCO_GL or a running X display wins. The choice must happen before the first
     `import mujoco` in the process, which is why it runs at import time of this module.
     """
-    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY"):
-        return
+    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY") or "mujoco" in sys.modules:
+        return  # the user's choice, a display, or too late: mujoco read MUJOCO_GL when imported
     has_gpu = bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dri/renderD128")
     backend = "egl" if has_gpu and ctypes.util.find_library("EGL") else "osmesa"
     os.environ["MUJOCO_GL"] = backend
@@ -363,6 +364,8 @@ def _rendering_help(error: Exception) -> str:
         "glfw": "GLFW rendering needs a display; unset DISPLAY or set MUJOCO_GL=osmesa or egl to render headless",
     }
     hint = packages.get(backend, "set MUJOCO_GL to egl or osmesa")
+    if "MUJOCO_GL" not in os.environ:
+        hint += "; mujoco was imported before so101_env could choose a headless backend: set MUJOCO_GL=osmesa (or egl)"
     return f"MuJoCo could not create an offscreen renderer with MUJOCO_GL={backend} ({error}). {hint}."
 
 

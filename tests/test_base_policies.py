@@ -29,9 +29,9 @@ def test_jacobian_kinematics_match_the_simulator():
     env = SO101PaperSquareEnv()
     obs, _ = env.reset(seed=0)
     base = JacobianBasePolicy(num_envs=1)
-    tip, pointing, _, _ = base._kinematics(obs[0:6].astype(float))
-    np.testing.assert_allclose(tip, obs[19:22], atol=1e-6)
-    assert pointing[2] < -0.9  # home pose points the gripper down
+    tip, pointing, *_ = base._kinematics(obs[None, 0:6].astype(float))
+    np.testing.assert_allclose(tip[0], obs[19:22], atol=1e-6)
+    assert pointing[0, 2] < -0.9  # home pose points the gripper down
 
 
 def test_jacobian_base_slides_the_paper_into_the_square():
