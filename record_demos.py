@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import tyro
 
-from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
+from base_policies import BASE_POLICIES, act_with_cameras, base_policy_kwargs, make_base_policy
 from lerobot_dataset import JOINT_UNITS, DatasetWriter
 from so101_env import SO101PaperSquareEnv
 
@@ -87,7 +87,7 @@ def main(args: Args) -> DatasetWriter:
             states, actions, rewards = [], [], []
             done = False
             while not done:
-                action = demonstrator.act(obs[None])[0]
+                action = act_with_cameras(demonstrator, obs[None], lambda: [env.render_cameras()])[0]
                 executed = action + noise.normal(0.0, args.dart_noise_std, action.shape) if args.dart_noise_std else action
                 states.append(obs)
                 actions.append(action)

@@ -216,6 +216,8 @@ def test_hybrid_spec_and_base_flags():
         base_policy_kwargs("hybrid", None, "il:0.5,jacobian:0.5")
     with pytest.raises(SystemExit, match="needs --il-checkpoint"):
         ppo.validate_args(ppo.Args(base_policy="il"))
+    with pytest.raises(SystemExit, match="missing.pt does not exist"):
+        ppo.validate_args(ppo.Args(base_policy="il", il_checkpoint="missing.pt"))
     with pytest.raises(SystemExit, match="needs --hybrid-spec"):
         eval_policy.main(eval_policy.Args(base_policy="hybrid", n_episodes=1))
 
