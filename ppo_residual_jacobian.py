@@ -99,7 +99,9 @@ class Args:
     num_envs: int = 8
     """number of parallel environments (worker processes)"""
     async_envs: bool = True
-    """run envs in worker processes (False: in this process, easier to debug)"""
+    """step the envs in worker processes (False: in this process, easier to debug)"""
+    num_workers: int | None = None
+    """worker processes for the envs, each stepping a slice of them (default: one per CPU core)"""
     num_steps: int = 256
     """steps per env per rollout"""
     anneal_lr: bool = True
@@ -383,11 +385,11 @@ def main(args: Args) -> pathlib.Path:
         tape_half_size = max(args.curriculum_start_half_size, args.tape_half_size)
     if resume is not None:
         tape_half_size = resume["tape_half_size"]
-    vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    envs = vector_env(
-        [make_env(args, tape_half_size) for _ in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    env_fns = [make_env(args, tape_half_size) for _ in range(args.num_envs)]
+    if args.async_envs:
+        envs = so101_env.WorkerPoolVectorEnv(env_fns, num_workers=args.num_workers)
+    else:
+        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
     base = make_base_policy(args.base_policy, num_envs=args.num_envs, act_scale=args.act_scale, **base_kwargs)
     eval_base = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale, **base_kwargs)
