@@ -254,15 +254,21 @@ class Agent(nn.Module):
     def get_value(self, state: torch.Tensor) -> torch.Tensor:
         return self.critic(self.state_norm(state))
 
-    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        return self.actor_mean(torch.cat([self.state_norm(state), base_action], dim=-1))
+    def actor_input(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """[normalized state, base action]: what the actor sees; the critic sees its first part."""
+        return torch.cat([self.state_norm(state), base_action], dim=-1)
 
-    def get_action_and_value(self, state, base_action, residual=None):
-        mean = self.residual_mean(state, base_action)
-        dist = Normal(mean, self.actor_logstd.expand_as(mean).exp())
+    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(self.actor_input(state, base_action))
+
+    def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
+        """From precomputed actor inputs, so a PPO update normalizes each state once, not per epoch."""
+        mean = self.actor_mean(actor_input)
+        dist = Normal(mean, self.actor_logstd.expand_as(mean).exp(), validate_args=False)
         if residual is None:
             residual = dist.sample()
-        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), self.get_value(state)
+        value = self.critic(actor_input[:, : self.state_norm.mean.shape[0]])
+        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), value
 
 
 def save_checkpoint(path: pathlib.Path, payload: dict) -> None:
@@ -384,7 +390,7 @@ def main(args: Args) -> pathlib.Path:
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []
@@ -417,7 +423,7 @@ def main(args: Args) -> pathlib.Path:
 
     # Rollout storage
     states = torch.zeros((args.num_steps, args.num_envs, state_dim), device=device)
-    base_actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    actor_inputs = torch.zeros((args.num_steps, args.num_envs, state_dim + action_dim), device=device)
     residuals = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -445,10 +451,11 @@ def main(args: Args) -> pathlib.Path:
                 state = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
                 base_action_t = torch.as_tensor(base_action, device=device)
                 with torch.no_grad():
-                    residual, logprob, _, value = agent.get_action_and_value(state, base_action_t)
+                    actor_input = agent.actor_input(state, base_action_t)
+                    residual, logprob, _, value = agent.get_action_and_value(actor_input)
                     if warmup:  # the base alone; the residual's log-probs are unused then
-                        residual = agent.residual_mean(state, base_action_t)
-                states[step], base_actions[step], residuals[step] = state, base_action_t, residual
+                        residual = agent.actor_mean(actor_input)
+                states[step], actor_inputs[step], residuals[step] = state, actor_input, residual
                 logprobs[step], values[step] = logprob, value.flatten()
                 dones[step] = torch.as_tensor(next_done, dtype=torch.float32, device=device)
 
@@ -493,7 +500,7 @@ def main(args: Args) -> pathlib.Path:
                 returns = advantages + values
 
             b_states = states.reshape(-1, state_dim)
-            b_base_actions = base_actions.reshape(-1, action_dim)
+            b_actor_inputs = actor_inputs.reshape(-1, state_dim + action_dim)
             b_residuals = residuals.reshape(-1, action_dim)
             b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
             b_returns, b_values = returns.reshape(-1), values.reshape(-1)
@@ -506,9 +513,7 @@ def main(args: Args) -> pathlib.Path:
                 np.random.shuffle(b_inds)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb = b_inds[start : start + args.minibatch_size]
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                        b_states[mb], b_base_actions[mb], b_residuals[mb]
-                    )
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_actor_inputs[mb], b_residuals[mb])
                     newvalue = newvalue.view(-1)
                     if args.clip_vloss:
                         v_unclipped = (newvalue - b_returns[mb]) ** 2

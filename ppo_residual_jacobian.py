@@ -247,15 +247,21 @@ class Agent(nn.Module):
     def get_value(self, state: torch.Tensor) -> torch.Tensor:
         return self.critic(self.state_norm(state))
 
-    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        return self.actor_mean(torch.cat([self.state_norm(state), base_action], dim=-1))
+    def actor_input(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """[normalized state, base action]: what the actor sees; the critic sees its first part."""
+        return torch.cat([self.state_norm(state), base_action], dim=-1)
 
-    def get_action_and_value(self, state, base_action, residual=None):
-        mean = self.residual_mean(state, base_action)
+    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(self.actor_input(state, base_action))
+
+    def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
+        """From precomputed actor inputs, so a PPO update normalizes each state once, not per epoch."""
+        mean = self.actor_mean(actor_input)
         dist = Normal(mean, self.actor_logstd.expand_as(mean).exp(), validate_args=False)  # checks cost ~20 % here
         if residual is None:
             residual = dist.sample()
-        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), self.get_value(state)
+        value = self.critic(actor_input[:, : self.state_norm.mean.shape[0]])
+        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), value
 
 
 def alpha_at(args: Args, iteration: int) -> float:
@@ -430,7 +436,7 @@ def main(args: Args) -> pathlib.Path:
 
     # Rollout storage
     states = torch.zeros((args.num_steps, args.num_envs, state_dim), device=device)
-    base_actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    actor_inputs = torch.zeros((args.num_steps, args.num_envs, state_dim + action_dim), device=device)
     residuals = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -445,6 +451,7 @@ def main(args: Args) -> pathlib.Path:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
+            iteration_start = time.perf_counter()
             alpha = alpha_at(args, iteration)
             warmup = iteration <= args.critic_warmup_iterations
             if args.anneal_lr:
@@ -458,10 +465,11 @@ def main(args: Args) -> pathlib.Path:
                 state = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
                 base_action_t = torch.as_tensor(base_action, device=device)
                 with torch.no_grad():
-                    residual, logprob, _, value = agent.get_action_and_value(state, base_action_t)
+                    actor_input = agent.actor_input(state, base_action_t)
+                    residual, logprob, _, value = agent.get_action_and_value(actor_input)
                     if warmup:  # the base alone; the residual's log-probs are unused then
-                        residual = agent.residual_mean(state, base_action_t)
-                states[step], base_actions[step], residuals[step] = state, base_action_t, residual
+                        residual = agent.actor_mean(actor_input)
+                states[step], actor_inputs[step], residuals[step] = state, actor_input, residual
                 logprobs[step], values[step] = logprob, value.flatten()
                 dones[step] = torch.as_tensor(next_done, dtype=torch.float32, device=device)
 
@@ -506,12 +514,13 @@ def main(args: Args) -> pathlib.Path:
                 returns = advantages + values
 
             b_states = states.reshape(-1, state_dim)
-            b_base_actions = base_actions.reshape(-1, action_dim)
+            b_actor_inputs = actor_inputs.reshape(-1, state_dim + action_dim)
             b_residuals = residuals.reshape(-1, action_dim)
             b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
             b_returns, b_values = returns.reshape(-1), values.reshape(-1)
 
             # PPO update (critic only during warm-up)
+            update_start = time.perf_counter()
             b_inds = np.arange(args.batch_size)
             clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
             pg_loss = entropy_loss = torch.zeros(())
@@ -519,9 +528,7 @@ def main(args: Args) -> pathlib.Path:
                 np.random.shuffle(b_inds)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb = b_inds[start : start + args.minibatch_size]
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                        b_states[mb], b_base_actions[mb], b_residuals[mb]
-                    )
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_actor_inputs[mb], b_residuals[mb])
                     newvalue = newvalue.view(-1)
                     if args.clip_vloss:
                         v_unclipped = (newvalue - b_returns[mb]) ** 2
@@ -560,6 +567,8 @@ def main(args: Args) -> pathlib.Path:
             agent.state_norm.update(b_states)
             completed_iteration, completed_step = iteration, global_step
 
+            update_seconds = time.perf_counter() - update_start
+            rollout_seconds = update_start - iteration_start
             y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -579,6 +588,8 @@ def main(args: Args) -> pathlib.Path:
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/alpha", alpha, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/rollout_seconds", rollout_seconds, global_step)
+            writer.add_scalar("charts/update_seconds", update_seconds, global_step)
             writer.add_scalar("curriculum/tape_half_size", tape_half_size, global_step)
             writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
             writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
