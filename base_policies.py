@@ -109,7 +109,8 @@ class JacobianBasePolicy(BasePolicy):
       press:    lower the tip onto the paper centre;
       drag:     keep pressing and move the tip so the paper centre goes to the square centre;
       lift:     raise the tip again when the paper slipped away from under it or is in place.
-    The tip is pressed at the paper centre so dragging does not turn the sheet.
+    The tip is pressed at the paper centre so dragging alone does not turn the sheet; during the
+    drag the wrist twists to undo the sheet's yaw (the pressed rubber tip grips in torsion).
 
     Kinematics come from the joint positions in the observation and a private copy of the
     scene model; the IK keeps the gripper pointing down while it tracks the tip target.

@@ -9,7 +9,8 @@ Sections (each prints as it finishes; --output writes them all as Markdown):
            step rate, both with the arm holding its home pose so the physics is the same; the
            ceiling for one env is raw / 12 physics steps per policy step. Timed in alternating
            rounds on the same core; the median round is reported.
-  vector   env steps/s of gymnasium's Sync and Async vector envs for 1, 2, 4 and 8 envs.
+  vector   env steps/s of gymnasium's Sync and Async vector envs and of so101_env's
+           WorkerPoolVectorEnv (one worker per core) for 1, 2, 4 and 8 envs.
   render   milliseconds per dual-camera frame (top view | wrist) at 224 x 224 per camera.
   train    end-to-end training steps/s of ppo_residual_jacobian.py against Stable-Baselines3 PPO
            on the same residual task (Jacobian base, alpha 0.5), with the same number of envs,
@@ -108,14 +109,19 @@ def bench_env(args: Args) -> list[str]:
 
 
 def bench_vector(args: Args) -> list[str]:
-    lines = ["| envs | SyncVectorEnv steps/s | AsyncVectorEnv steps/s |", "|---|---|---|"]
+    makers = {
+        "gymnasium SyncVectorEnv": lambda fns: gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP),
+        "gymnasium AsyncVectorEnv": lambda fns: gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP),
+        "WorkerPoolVectorEnv": so101_env.WorkerPoolVectorEnv,
+    }
+    lines = ["| envs | " + " | ".join(makers) + " |", "|---|" + "---|" * len(makers)]
     for n in (1, 2, 4, 8):
         rates = []
-        for vector_env in (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv):
-            envs = vector_env([SO101PaperSquareEnv for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        for make in makers.values():
+            envs = make([SO101PaperSquareEnv for _ in range(n)])
             rates.append(env_step_rate(envs, args.seconds, num_envs=n))
             envs.close()
-        lines.append(f"| {n} | {rates[0]:,.0f} | {rates[1]:,.0f} |")
+        lines.append(f"| {n} | " + " | ".join(f"{rate:,.0f}" for rate in rates) + " |")
     return lines
 
 
@@ -286,7 +292,7 @@ def main(args: Args) -> dict[str, list[str]]:
         header = [
             "# Benchmarks",
             "",
-            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, "
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU in use, "
             f"Python {platform.python_version()}, mujoco {mujoco.__version__}, gymnasium {gym.__version__}, "
             f"torch {torch.__version__}.",
             "",

@@ -438,6 +438,7 @@ def main(args: Args) -> pathlib.Path:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
+            iteration_start = time.perf_counter()
             alpha = alpha_at(args, iteration)
             warmup = iteration <= args.critic_warmup_iterations
             if args.anneal_lr:
@@ -506,6 +507,7 @@ def main(args: Args) -> pathlib.Path:
             b_returns, b_values = returns.reshape(-1), values.reshape(-1)
 
             # PPO update (critic only during warm-up)
+            update_start = time.perf_counter()
             b_inds = np.arange(args.batch_size)
             clipfracs, approx_kl, old_approx_kl = [], torch.zeros(()), torch.zeros(())
             pg_loss = entropy_loss = torch.zeros(())
@@ -552,6 +554,8 @@ def main(args: Args) -> pathlib.Path:
             agent.state_norm.update(b_states)
             completed_iteration, completed_step = iteration, global_step
 
+            update_seconds = time.perf_counter() - update_start
+            rollout_seconds = update_start - iteration_start
             y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
@@ -571,6 +575,8 @@ def main(args: Args) -> pathlib.Path:
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/alpha", alpha, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/rollout_seconds", rollout_seconds, global_step)
+            writer.add_scalar("charts/update_seconds", update_seconds, global_step)
             writer.add_scalar("curriculum/tape_half_size", tape_half_size, global_step)
             writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
             writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)

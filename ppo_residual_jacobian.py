@@ -1,7 +1,7 @@
 """Residual PPO on a state-based base policy for SO-101 paper-in-square (CleanRL style).
 
     python ppo_residual_jacobian.py                                   # residual on the Jacobian base
-    python ppo_residual_jacobian.py --base-policy zero --alpha 1.0 --total-timesteps 1000000   # pure RL
+    python ppo_residual_jacobian.py --base-policy zero --alpha 1.0 --alpha-start 1.0 --total-timesteps 1000000  # pure RL
     python ppo_residual_jacobian.py --resume runs/<run>/checkpoints/latest.pt
 
 The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The residual
@@ -61,7 +61,7 @@ class Args:
 
     # Residual RL
     base_policy: str = "jacobian"
-    """base policy: jacobian, zero (pure RL with --alpha 1.0), il (needs --il-checkpoint), hybrid (needs --hybrid-spec)"""
+    """base policy: jacobian, zero (pure RL with --alpha 1.0 --alpha-start 1.0), il (needs --il-checkpoint), hybrid (needs --hybrid-spec)"""
     il_checkpoint: str | None = None
     """BC checkpoint (train_bc.py) of the il base, also used by il members of a hybrid base"""
     hybrid_spec: str | None = None
