@@ -413,14 +413,12 @@ def groot_joint_units(low: np.ndarray, high: np.ndarray) -> str:
     """Joint units of a checkpoint from its (6,) per-joint statistics in JOINT_NAMES order
     (min and max over its state and action keys): one of lerobot_dataset.JOINT_UNITS.
 
-    Rule: every |value| <= 2*pi -> "radians" (no joint turns further; phosphobot records radians);
-    else an arm joint beyond +-100 -> "degrees" (LeRobot's normalized range cannot leave it);
-    else "range" (LeRobot's [-100, 100] arm / [0, 100] gripper, its default before 2026).
-    Degrees within +-100 look like "range": pass `units` to the base to override."""
-    extent = np.maximum(np.abs(low), np.abs(high))
-    if extent.max() <= 2 * np.pi:
-        return "radians"
-    return "degrees" if extent[:5].max() > 100 else "range"
+    The rule of lerobot_dataset.units_from_extent (phosphobot records radians), and "range"
+    (LeRobot's [-100, 100] arm / [0, 100] gripper, its default before 2026) where it cannot tell:
+    degrees within +-100 look like "range", so pass `units` to the base to override."""
+    from lerobot_dataset import units_from_extent
+
+    return units_from_extent(np.maximum(np.abs(low), np.abs(high))) or "range"
 
 
 def default_camera_map(checkpoint_cameras: list[str]) -> dict[str, str]:

@@ -45,12 +45,13 @@ import math
 import pathlib
 from dataclasses import dataclass
 
+import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
+
 import mujoco
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import so101_env
 from so101_env import ACTION_DIM, JOINT_NAMES, POLICY_HZ, STATE_DIM
 
 CODEBASE_VERSION = "v2.0"
@@ -283,14 +284,24 @@ def _as_matrix(column: pa.ChunkedArray) -> np.ndarray:
     return flat.astype(np.float64).reshape(len(column), -1)
 
 
-def _infer_units(arrays: dict[str, np.ndarray], root: pathlib.Path) -> str:
-    """Radians when no joint value leaves [-2 pi, 2 pi]; degrees when an arm joint passes 100
-    (LeRobot's normalized range cannot); otherwise degrees and range cannot be told apart."""
-    extent = np.max([np.abs(arrays[name]).max(0) for name in JOINT_VALUED_FEATURES], axis=0)
+def units_from_extent(extent: np.ndarray) -> str | None:
+    """Joint units from the largest |value| per joint (6, JOINT_NAMES order), or None if unclear.
+
+    Radians when no joint leaves [-2 pi, 2 pi] (no joint turns further); degrees when an arm joint
+    passes 100 (LeRobot's normalized range cannot); otherwise degrees and LeRobot's range both fit.
+    """
     if extent.max() <= 2 * math.pi:
         return "radians"
     if extent[:5].max() > 100:
         return "degrees"
+    return None
+
+
+def _infer_units(arrays: dict[str, np.ndarray], root: pathlib.Path) -> str:
+    extent = np.max([np.abs(arrays[name]).max(0) for name in JOINT_VALUED_FEATURES], axis=0)
+    units = units_from_extent(extent)
+    if units is not None:
+        return units
     raise ValueError(
         f"dataset {root} does not name its joint units and its joint values (up to {extent.max():.1f}) fit both "
         f"degrees and LeRobot's range ([-100, 100] arm, [0, 100] gripper); pass the units explicitly"
