@@ -44,9 +44,15 @@ from base_policies import (
     make_base_policy,
 )
 from groot_n15 import DEFAULT_TOKENIZER
-from ppo_residual_jacobian import RunningNorm, alpha_at, layer_init, write_video
-
-CHECKPOINT_FORMAT = 1
+from ppo_residual_jacobian import (
+    CHECKPOINT_FORMAT,
+    RunningNorm,
+    alpha_at,
+    layer_init,
+    load_checkpoint,
+    save_checkpoint,
+    write_video,
+)
 
 
 @dataclass
@@ -271,39 +277,6 @@ class Agent(nn.Module):
         return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), value
 
 
-def save_checkpoint(path: pathlib.Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, base_policy: str | None = None) -> dict:
-    """Load and check a residual checkpoint; raise ValueError with a clear message if unusable."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ValueError(f"checkpoint {path} cannot be read (truncated or corrupted file?): {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a residual-PPO checkpoint of format {CHECKPOINT_FORMAT}")
-    if checkpoint["state_dim"] != so101_env.STATE_DIM or checkpoint["action_dim"] != so101_env.ACTION_DIM:
-        raise ValueError(
-            f"checkpoint {path} was trained for observations of size {checkpoint['state_dim']} and actions of "
-            f"size {checkpoint['action_dim']}; this environment has {so101_env.STATE_DIM} and {so101_env.ACTION_DIM}"
-        )
-    trained_base = checkpoint["base_config"]["name"]
-    if base_policy is not None and base_policy != trained_base:
-        raise ValueError(
-            f"checkpoint {path} holds a residual for the {trained_base!r} base, not {base_policy!r}; "
-            f"use --base-policy {trained_base} or another checkpoint"
-        )
-    return checkpoint
-
-
 def agent_from_checkpoint(checkpoint: dict) -> Agent:
     args = checkpoint["args"]
     agent = Agent(checkpoint["state_dim"], checkpoint["action_dim"], args["hidden_size"], args["residual_log_std"])
@@ -477,12 +450,12 @@ def main(args: Args) -> pathlib.Path:
                         final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
                         with torch.no_grad():
                             reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
-                    for i in np.flatnonzero(ended):
-                        episode_returns.append(final["episode"]["r"][i])
-                        episode_lengths.append(final["episode"]["l"][i])
-                        episode_successes.append(bool(final["success"][i]))
-                        final_distances.append(final["dist_to_goal"][i])
-                        unstable += bool(final.get("sim_unstable", np.zeros(args.num_envs, bool))[i])
+                    episode_returns.extend(final["episode"]["r"][ended].tolist())
+                    episode_lengths.extend(final["episode"]["l"][ended].tolist())
+                    episode_successes.extend(final["success"][ended].astype(bool).tolist())
+                    final_distances.extend(final["dist_to_goal"][ended].tolist())
+                    if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
+                        unstable += int(final["sim_unstable"][ended].sum())
                 rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
 
             # Generalized advantage estimation

@@ -490,12 +490,12 @@ def main(args: Args) -> pathlib.Path:
                         final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
                         with torch.no_grad():
                             reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
-                    for i in np.flatnonzero(ended):
-                        episode_returns.append(final["episode"]["r"][i])
-                        episode_lengths.append(final["episode"]["l"][i])
-                        episode_successes.append(bool(final["success"][i]))
-                        final_distances.append(final["dist_to_goal"][i])
-                        unstable += bool(final.get("sim_unstable", np.zeros(args.num_envs, bool))[i])
+                    episode_returns.extend(final["episode"]["r"][ended].tolist())
+                    episode_lengths.extend(final["episode"]["l"][ended].tolist())
+                    episode_successes.extend(final["success"][ended].astype(bool).tolist())
+                    final_distances.extend(final["dist_to_goal"][ended].tolist())
+                    if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
+                        unstable += int(final["sim_unstable"][ended].sum())
                 rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
 
             # Generalized advantage estimation

@@ -155,7 +155,6 @@ class SO101PaperSquareEnv(gym.Env):
         self._joint_high = m.jnt_range[joint_ids, 1].copy()
         paper_joint = m.joint("paper_free").id
         self._paper_qpos_adr = m.jnt_qposadr[paper_joint]
-        self._paper_qvel_adr = m.jnt_dofadr[paper_joint]
         self._paper_body = m.body("paper").id
         self._paper_half_extents = m.geom("paper").size[:2].copy()
         self._paper_rest_height = m.geom("paper").size[2]
