@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
@@ -46,10 +45,11 @@ from base_policies import (
 from groot_n15 import DEFAULT_TOKENIZER
 from ppo_residual_jacobian import (
     CHECKPOINT_FORMAT,
-    RunningNorm,
+    Agent,
+    agent_from_checkpoint,  # noqa: F401  eval_policy.py loads a checkpoint through the script that wrote it
     alpha_at,
-    layer_init,
     load_checkpoint,
+    make_optimizer,
     save_checkpoint,
     write_video,
 )
@@ -235,55 +235,6 @@ def groot_options(args: Args) -> dict:
     )
 
 
-class Agent(nn.Module):
-    """Residual actor (state + base action -> residual) and critic (state -> value)."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_size: int = 256, log_std: float = -1.0):
-        super().__init__()
-        self.state_norm = RunningNorm(state_dim)
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(state_dim, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, 1), std=1.0),
-        )
-        self.actor_mean = nn.Sequential(
-            layer_init(nn.Linear(state_dim + action_dim, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, hidden_size)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden_size, action_dim), std=0.0),  # residual starts at exactly zero
-        )
-        self.actor_logstd = nn.Parameter(torch.full((1, action_dim), log_std))
-
-    def get_value(self, state: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.state_norm(state))
-
-    def actor_input(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        """[normalized state, base action]: what the actor sees; the critic sees its first part."""
-        return torch.cat([self.state_norm(state), base_action], dim=-1)
-
-    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        return self.actor_mean(self.actor_input(state, base_action))
-
-    def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
-        """From precomputed actor inputs, so a PPO update normalizes each state once, not per epoch."""
-        mean = self.actor_mean(actor_input)
-        dist = Normal(mean, self.actor_logstd.expand_as(mean).exp(), validate_args=False)
-        if residual is None:
-            residual = dist.sample()
-        value = self.critic(actor_input[:, : self.state_norm.mean.shape[0]])
-        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), value
-
-
-def agent_from_checkpoint(checkpoint: dict) -> Agent:
-    args = checkpoint["args"]
-    agent = Agent(checkpoint["state_dim"], checkpoint["action_dim"], args["hidden_size"], args["residual_log_std"])
-    agent.load_state_dict(checkpoint["agent"])
-    return agent
-
-
 def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
     env = so101_env.SO101PaperSquareEnv(
@@ -363,7 +314,7 @@ def main(args: Args) -> pathlib.Path:
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    optimizer = make_optimizer(agent, args.learning_rate, device)
 
     global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []

@@ -16,6 +16,7 @@ Everything lives in this file on purpose: copy it to try an idea.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pathlib
 import random
@@ -29,13 +30,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
 from base_policies import BASE_POLICIES, BasePolicy, base_policy_kwargs, compose_action, make_base_policy
 
 CHECKPOINT_FORMAT = 1
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass
@@ -257,11 +258,23 @@ class Agent(nn.Module):
     def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
         """From precomputed actor inputs, so a PPO update normalizes each state once, not per epoch."""
         mean = self.actor_mean(actor_input)
-        dist = Normal(mean, self.actor_logstd.expand_as(mean).exp(), validate_args=False)  # checks cost ~20 % here
+        log_std = self.actor_logstd.expand_as(mean)
+        std = log_std.exp()
         if residual is None:
-            residual = dist.sample()
+            residual = mean + std * torch.randn_like(mean)
+        # The diagonal Gaussian written out: torch.distributions.Normal does the same maths with
+        # about twice the tensor operations, a third of the cost of inference during a rollout.
+        log_prob = (-0.5 * ((residual - mean) / std).square() - log_std - LOG_SQRT_2PI).sum(1)
+        entropy = (0.5 + LOG_SQRT_2PI + log_std).sum(1)
         value = self.critic(actor_input[:, : self.state_norm.mean.shape[0]])
-        return residual, dist.log_prob(residual).sum(1), dist.entropy().sum(1), value
+        return residual, log_prob, entropy, value
+
+
+def make_optimizer(agent: nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
+    """Adam as one fused kernel per step where PyTorch has it (CPU, CUDA): the update is a few
+    hundred small minibatch steps, so per-parameter Python work would cost more than the maths."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5, fused=fused, foreach=not fused)
 
 
 def alpha_at(args: Args, iteration: int) -> float:
@@ -402,8 +415,7 @@ def main(args: Args) -> pathlib.Path:
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
-    # foreach: one fused call per step for all parameters instead of a Python loop over them
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    optimizer = make_optimizer(agent, args.learning_rate, device)
 
     global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []
