@@ -15,8 +15,10 @@ Everything lives in this file on purpose: copy it to try an idea.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import multiprocessing
 import os
 import pathlib
 import random
@@ -99,10 +101,8 @@ class Args:
     """learning rate of the optimizer"""
     num_envs: int = 8
     """number of parallel environments (worker processes)"""
-    async_envs: bool = True
-    """step the envs in worker processes (False: in this process, easier to debug)"""
     num_workers: int | None = None
-    """worker processes for the envs, each stepping a slice of them (default: one per CPU core)"""
+    """rollout worker processes, each collecting a slice of the envs (default: one per CPU core; 0: all in this process, easier to debug)"""
     num_steps: int = 256
     """steps per env per rollout"""
     anneal_lr: bool = True
@@ -176,6 +176,8 @@ def validate_args(args: Args) -> None:
             problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.residual_penalty < 0 or args.critic_warmup_iterations < 0 or args.eval_every < 0:
         problems.append("--residual-penalty, --critic-warmup-iterations and --eval-every cannot be negative")
+    if args.num_workers is not None and args.num_workers < 0:
+        problems.append(f"--num-workers cannot be negative, got {args.num_workers}")
     if args.num_envs * args.num_steps < args.num_minibatches:
         problems.append("--num-envs * --num-steps must be at least --num-minibatches")
     if problems:
@@ -214,9 +216,10 @@ class RunningNorm(nn.Module):
         batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
         delta = batch_mean - self.mean
         total = self.count + n
+        # In place: rollout worker processes read these tensors through shared memory.
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
         self.mean += delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
-        self.count = total
+        self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normalized = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + 1e-8)
@@ -326,6 +329,188 @@ def agent_from_checkpoint(checkpoint: dict) -> Agent:
     return agent
 
 
+@dataclass
+class RolloutStorage:
+    """One rollout, indexed [step, env]; in shared memory when worker processes fill it."""
+
+    states: torch.Tensor
+    actor_inputs: torch.Tensor
+    residuals: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    values: torch.Tensor
+    next_states: torch.Tensor  # [env]: the states after the last step, to bootstrap from
+    next_dones: torch.Tensor
+
+    @classmethod
+    def zeros(cls, num_steps: int, num_envs: int, state_dim: int, action_dim: int, device) -> RolloutStorage:
+        def zeros(*shape):
+            return torch.zeros(shape, device=device)
+
+        return cls(
+            zeros(num_steps, num_envs, state_dim), zeros(num_steps, num_envs, state_dim + action_dim),
+            zeros(num_steps, num_envs, action_dim), zeros(num_steps, num_envs), zeros(num_steps, num_envs),
+            zeros(num_steps, num_envs), zeros(num_steps, num_envs), zeros(num_envs, state_dim), zeros(num_envs),
+        )
+
+    def share_memory_(self) -> RolloutStorage:
+        for tensor in vars(self).values():
+            tensor.share_memory_()
+        return self
+
+
+class RolloutCollector:
+    """Steps the envs `envs.start:envs.stop` with the base and the agent's residual and writes
+    each rollout into those columns of the storage; in this process or in a worker process."""
+
+    def __init__(self, args: Args, envs: slice, tape_half_size: float, agent: Agent, storage: RolloutStorage, seed: int):
+        self.args, self.columns, self.agent, self.storage = args, envs, agent, storage
+        num_envs = envs.stop - envs.start
+        self.envs = gym.vector.SyncVectorEnv(
+            [make_env(args, tape_half_size) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+        self.base = make_base_policy(args.base_policy, num_envs=num_envs, act_scale=args.act_scale, **base_kwargs)
+        self.next_obs, _ = self.envs.reset(seed=seed + envs.start)  # env i gets seed + i
+        self.next_done = np.zeros(num_envs, dtype=bool)
+
+    def collect(self, alpha: float, warmup: bool) -> dict:
+        """One rollout of `num_steps` steps per env; returns the statistics of the episodes that ended."""
+        args, agent, storage, columns = self.args, self.agent, self.storage, self.columns
+        device = storage.states.device
+        stats = {"returns": [], "lengths": [], "successes": [], "final_distances": [], "penalties": [], "unstable": 0}
+        for step in range(args.num_steps):
+            base_action = self.base.act(self.next_obs)
+            state = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
+            with torch.no_grad():
+                actor_input = agent.actor_input(state, torch.as_tensor(base_action, device=device))
+                residual, logprob, _, value = agent.get_action_and_value(actor_input)
+                if warmup:  # the base alone; the residual's log-probs are unused then
+                    residual = agent.actor_mean(actor_input)
+            storage.states[step, columns], storage.actor_inputs[step, columns] = state, actor_input
+            storage.residuals[step, columns], storage.logprobs[step, columns] = residual, logprob
+            storage.values[step, columns] = value.flatten()
+            storage.dones[step, columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
+
+            residual_np = residual.cpu().numpy()
+            self.next_obs, reward, terminations, truncations, infos = self.envs.step(
+                compose_action(base_action, residual_np, alpha)
+            )
+            penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
+            stats["penalties"].append(penalty.mean())
+            reward = (reward - penalty) * args.reward_scale
+            self.next_done = np.logical_or(terminations, truncations)
+            self.base.reset(self.next_done)
+
+            if "final_info" in infos:
+                final, ended = infos["final_info"], infos["_final_info"]
+                # Time-limit truncation is not failure: bootstrap from the last state's value.
+                cut = np.flatnonzero(ended & truncations & ~terminations)
+                if len(cut):
+                    final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
+                    with torch.no_grad():
+                        reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
+                stats["returns"] += final["episode"]["r"][ended].tolist()
+                stats["lengths"] += final["episode"]["l"][ended].tolist()
+                stats["successes"] += final["success"][ended].astype(bool).tolist()
+                stats["final_distances"] += final["dist_to_goal"][ended].tolist()
+                if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
+                    stats["unstable"] += int(final["sim_unstable"][ended].sum())
+            storage.rewards[step, columns] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        storage.next_states[columns] = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
+        storage.next_dones[columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
+        return stats
+
+    def set_tape_half_size(self, half_size: float) -> None:
+        self.envs.call("set_tape_half_size", half_size)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class RolloutWorkers:
+    """RolloutCollectors in worker processes, one per slice of the envs (by default one per core).
+
+    The agent's weights and the rollout storage live in shared memory, so each worker runs its
+    whole rollout without waiting for anyone and the processes exchange one message per rollout.
+    A message per env step, as with a vector env in worker processes, wakes the processes 256
+    times a rollout; on small virtual machines that costs more than the physics it spreads out.
+    Every worker runs the same inference as a single process would, on its own slice.
+    """
+
+    def __init__(self, make_collector, num_envs: int, num_workers: int, seed: int):
+        context = multiprocessing.get_context("fork")  # children inherit the shared agent and storage
+        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
+        self._pipes, self._processes = [], []
+        for worker, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_serve_collector, args=(child, make_collector, slice(int(start), int(stop)), seed + worker), daemon=True
+            )
+            process.start()
+            child.close()
+            self._pipes.append(parent)
+            self._processes.append(process)
+        self._broadcast("ready")  # surface a failing env or base now, not in the first rollout
+
+    def _broadcast(self, method: str, *args) -> list:
+        for pipe in self._pipes:
+            pipe.send((method, args))
+        results = []
+        for pipe in self._pipes:
+            try:
+                ok, result = pipe.recv()
+            except EOFError:
+                raise RuntimeError("a rollout worker process died (out of memory?); its output is above") from None
+            if not ok:
+                raise RuntimeError(f"a rollout worker failed in {method}:\n{result}")
+            results.append(result)
+        return results
+
+    def collect(self, alpha: float, warmup: bool) -> dict:
+        parts = self._broadcast("collect", alpha, warmup)
+        return {key: sum((part[key] for part in parts[1:]), parts[0][key]) for key in parts[0]}
+
+    def set_tape_half_size(self, half_size: float) -> None:
+        self._broadcast("set_tape_half_size", half_size)
+
+    def close(self) -> None:
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("close", ()))
+        for process in self._processes:
+            process.join(timeout=2)
+            if process.is_alive():  # still in an interrupted rollout
+                process.terminate()
+
+
+def _serve_collector(pipe, make_collector, envs: slice, seed: int) -> None:
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and kill are the training process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.manual_seed(seed)  # each worker its own exploration noise
+    collector = None
+    try:
+        collector = make_collector(envs)
+        while True:
+            method, args = pipe.recv()
+            if method == "close":
+                break
+            try:
+                pipe.send((True, None if method == "ready" else getattr(collector, method)(*args)))
+            except Exception:
+                pipe.send((False, traceback.format_exc()))
+    except (EOFError, BrokenPipeError):
+        pass  # the training process went away
+    except Exception:
+        pipe.send((False, traceback.format_exc()))  # the collector could not be built
+    finally:
+        if collector is not None:
+            collector.close()
+
+
 def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool, device: torch.device):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
     env = so101_env.SO101PaperSquareEnv(
@@ -404,13 +589,7 @@ def main(args: Args) -> pathlib.Path:
         tape_half_size = max(args.curriculum_start_half_size, args.tape_half_size)
     if resume is not None:
         tape_half_size = resume["tape_half_size"]
-    env_fns = [make_env(args, tape_half_size) for _ in range(args.num_envs)]
-    if args.async_envs:
-        envs = so101_env.WorkerPoolVectorEnv(env_fns, num_workers=args.num_workers)
-    else:
-        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
-    base = make_base_policy(args.base_policy, num_envs=args.num_envs, act_scale=args.act_scale, **base_kwargs)
     eval_base = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale, **base_kwargs)
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
@@ -434,7 +613,7 @@ def main(args: Args) -> pathlib.Path:
             "agent": agent.state_dict(),
             "optimizer": optimizer.state_dict(),
             "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
-            "base_config": base.config(),
+            "base_config": eval_base.config(),
             "state_dim": state_dim,
             "action_dim": action_dim,
             "global_step": global_step,
@@ -446,18 +625,26 @@ def main(args: Args) -> pathlib.Path:
             "run_dir": str(run_dir),
         }
 
-    # Rollout storage
-    states = torch.zeros((args.num_steps, args.num_envs, state_dim), device=device)
-    actor_inputs = torch.zeros((args.num_steps, args.num_envs, state_dim + action_dim), device=device)
-    residuals = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # Rollout storage and collection: in worker processes, or here with --num-workers 0.
+    storage = RolloutStorage.zeros(args.num_steps, args.num_envs, state_dim, action_dim, device)
+    seed = args.seed + 1000 * (start_iteration - 1)  # a resumed run meets new episodes
 
-    next_obs, _ = envs.reset(seed=args.seed + 1000 * (start_iteration - 1))
-    base.reset()
-    next_done = np.zeros(args.num_envs, dtype=bool)
+    def make_collector(envs: slice) -> RolloutCollector:
+        return RolloutCollector(args, envs, tape_half_size, agent, storage, seed)
+
+    num_workers = min(args.num_envs, (os.cpu_count() or 1) if args.num_workers is None else args.num_workers)
+    if num_workers and device.type != "cpu":
+        print(f"collecting rollouts in this process: worker processes share the agent through CPU memory, not {device}")
+        num_workers = 0
+    if num_workers:
+        agent.share_memory()  # the optimizer's in-place updates reach the workers
+        storage.share_memory_()
+        collector = RolloutWorkers(make_collector, args.num_envs, num_workers, seed)
+    else:
+        collector = make_collector(slice(0, args.num_envs))
+    states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals
+    logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values
+
     start_time, steps_at_start = time.time(), global_step
     completed_iteration, completed_step = start_iteration - 1, global_step
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
@@ -469,51 +656,14 @@ def main(args: Args) -> pathlib.Path:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
 
-            episode_returns, episode_lengths, episode_successes, final_distances = [], [], [], []
-            penalties, unstable = [], 0
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                base_action = base.act(next_obs)
-                state = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-                base_action_t = torch.as_tensor(base_action, device=device)
-                with torch.no_grad():
-                    actor_input = agent.actor_input(state, base_action_t)
-                    residual, logprob, _, value = agent.get_action_and_value(actor_input)
-                    if warmup:  # the base alone; the residual's log-probs are unused then
-                        residual = agent.actor_mean(actor_input)
-                states[step], actor_inputs[step], residuals[step] = state, actor_input, residual
-                logprobs[step], values[step] = logprob, value.flatten()
-                dones[step] = torch.as_tensor(next_done, dtype=torch.float32, device=device)
-
-                residual_np = residual.cpu().numpy()
-                action = compose_action(base_action, residual_np, alpha)
-                next_obs, reward, terminations, truncations, infos = envs.step(action)
-                penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
-                penalties.append(penalty.mean())
-                reward = (reward - penalty) * args.reward_scale
-                next_done = np.logical_or(terminations, truncations)
-                base.reset(next_done)
-
-                if "final_info" in infos:
-                    final, ended = infos["final_info"], infos["_final_info"]
-                    # Time-limit truncation is not failure: bootstrap from the last state's value.
-                    cut = np.flatnonzero(ended & truncations & ~terminations)
-                    if len(cut):
-                        final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
-                        with torch.no_grad():
-                            reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
-                    episode_returns.extend(final["episode"]["r"][ended].tolist())
-                    episode_lengths.extend(final["episode"]["l"][ended].tolist())
-                    episode_successes.extend(final["success"][ended].astype(bool).tolist())
-                    final_distances.extend(final["dist_to_goal"][ended].tolist())
-                    if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
-                        unstable += int(final["sim_unstable"][ended].sum())
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            stats = collector.collect(alpha, warmup)
+            global_step += args.batch_size
+            episode_successes = stats["successes"]
 
             # Generalized advantage estimation
             with torch.no_grad():
-                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).reshape(1, -1)
-                next_nonterminal_last = 1.0 - torch.as_tensor(next_done, dtype=torch.float32, device=device)
+                next_value = agent.get_value(storage.next_states).reshape(1, -1)
+                next_nonterminal_last = 1.0 - storage.next_dones
                 advantages = torch.zeros_like(rewards)
                 lastgaelam = 0
                 for t in reversed(range(args.num_steps)):
@@ -593,7 +743,7 @@ def main(args: Args) -> pathlib.Path:
                 and np.mean(recent_successes) >= args.curriculum_success_threshold
             ):
                 tape_half_size = max(args.tape_half_size, tape_half_size - args.curriculum_step)
-                envs.call("set_tape_half_size", tape_half_size)
+                collector.set_tape_half_size(tape_half_size)
                 recent_successes = []
 
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
@@ -610,21 +760,21 @@ def main(args: Args) -> pathlib.Path:
             writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
             writer.add_scalar("losses/clipfrac", np.mean(clipfracs) if clipfracs else 0.0, global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("residual/penalty", float(np.mean(penalties)), global_step)
+            writer.add_scalar("residual/penalty", float(np.mean(stats["penalties"])), global_step)
             writer.add_scalar("residual/mean_abs", b_residuals.abs().mean().item(), global_step)
             writer.add_scalar("residual/std", agent.actor_logstd.exp().mean().item(), global_step)
-            writer.add_scalar("charts/unstable_episodes", unstable, global_step)
-            if episode_returns:
-                writer.add_scalar("charts/episodic_return", np.mean(episode_returns), global_step)
-                writer.add_scalar("charts/episodic_length", np.mean(episode_lengths), global_step)
+            writer.add_scalar("charts/unstable_episodes", stats["unstable"], global_step)
+            if episode_successes:
+                writer.add_scalar("charts/episodic_return", np.mean(stats["returns"]), global_step)
+                writer.add_scalar("charts/episodic_length", np.mean(stats["lengths"]), global_step)
                 writer.add_scalar("residual/success_rate", np.mean(episode_successes), global_step)
-                writer.add_scalar("task/dist_to_goal", np.mean(final_distances), global_step)
+                writer.add_scalar("task/dist_to_goal", np.mean(stats["final_distances"]), global_step)
 
             remaining = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
             print(
                 f"iter {iteration}/{args.num_iterations} | step {global_step} | SPS {sps} | "
                 f"success {np.mean(episode_successes) if episode_successes else float('nan'):.2f} "
-                f"({len(episode_successes)} eps) | return {np.mean(episode_returns) if episode_returns else float('nan'):.1f} | "
+                f"({len(episode_successes)} eps) | return {np.mean(stats['returns']) if episode_successes else float('nan'):.1f} | "
                 f"alpha {alpha:.2f} | tape {tape_half_size:.3f}{' | critic warm-up' if warmup else ''} | "
                 f"eta {remaining / 60:.1f} min",
                 flush=True,
@@ -652,7 +802,7 @@ def main(args: Args) -> pathlib.Path:
         print(f"\ninterrupted: saved {run_dir / 'checkpoints' / 'latest.pt'} (iteration {completed_iteration}); "
               f"continue with --resume {run_dir / 'checkpoints' / 'latest.pt'}")
     finally:
-        envs.close()
+        collector.close()
         writer.close()
     return run_dir
 

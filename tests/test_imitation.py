@@ -223,7 +223,7 @@ def test_hybrid_spec_and_base_flags():
 
 
 def test_residual_on_the_il_base_rebuilds_it_from_its_checkpoint(checkpoint, tmp_path):
-    tiny = dict(num_envs=2, num_steps=16, total_timesteps=32, num_minibatches=2, update_epochs=1, async_envs=False,
+    tiny = dict(num_envs=2, num_steps=16, total_timesteps=32, num_minibatches=2, update_epochs=1, num_workers=0,
                 critic_warmup_iterations=0, eval_every=1, eval_episodes=1, capture_video=False, hidden_size=16)
     run_dir = ppo.main(ppo.Args(run_dir=str(tmp_path), base_policy="il", il_checkpoint=str(checkpoint), **tiny))
     final = run_dir / "checkpoints" / "final.pt"
