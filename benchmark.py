@@ -9,8 +9,7 @@ Sections (each prints as it finishes; --output writes them all as Markdown):
            step rate, both with the arm holding its home pose so the physics is the same; the
            ceiling for one env is raw / 12 physics steps per policy step. Timed in alternating
            rounds on the same core; the median round is reported.
-  vector   env steps/s of gymnasium's Sync and Async vector envs and of so101_env's
-           WorkerPoolVectorEnv (one worker per core) for 1, 2, 4 and 8 envs.
+  vector   env steps/s of gymnasium's Sync and Async vector envs for 1, 2, 4 and 8 envs.
   render   milliseconds per dual-camera frame (top view | wrist) at 224 x 224 per camera.
   train    training throughput of ppo_residual_jacobian.py against Stable-Baselines3 PPO (with
            its SubprocVecEnv and its DummyVecEnv) on the same residual task (Jacobian base,
@@ -116,7 +115,6 @@ def bench_vector(args: Args) -> list[str]:
     makers = {
         "gymnasium SyncVectorEnv": lambda fns: gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP),
         "gymnasium AsyncVectorEnv": lambda fns: gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP),
-        "WorkerPoolVectorEnv": so101_env.WorkerPoolVectorEnv,
     }
     lines = ["| envs | " + " | ".join(makers) + " |", "|---|" + "---|" * len(makers)]
     for n in (1, 2, 4, 8):
@@ -307,8 +305,9 @@ def inference_seconds(args: Args, actions: np.ndarray) -> float:
 def profile_iteration(run_dir: str, num_envs: int) -> list[str]:
     import ppo_residual_jacobian as ppo
 
+    # In this process (--num-workers 0), so that the profile sees the rollout's work, not a wait for the workers.
     train_args = ppo.Args(total_timesteps=num_envs * 256, num_envs=num_envs, critic_warmup_iterations=0,
-                          eval_every=0, run_dir=run_dir)
+                          eval_every=0, run_dir=run_dir, num_workers=0)
     profiler = cProfile.Profile()
     with contextlib.redirect_stdout(io.StringIO()):
         profiler.runcall(ppo.main, train_args)
@@ -376,7 +375,8 @@ def bench_train(args: Args) -> list[str]:
         f"Best ratio this update allows with a rollout at the physics floor: {iteration[best_sb3] / (floor + median(ours, 'update')):.2f}x; "
         f"with a free rollout: {iteration[best_sb3] / median(ours, 'update'):.2f}x.",
         "",
-        "Profile of one iteration of ppo_residual_jacobian.py (cProfile, sorted by own time):",
+        "Profile of one iteration of ppo_residual_jacobian.py collecting in one process (`--num-workers 0`; "
+        "cProfile, sorted by own time):",
         "",
         *profile,
     ]

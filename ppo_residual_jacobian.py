@@ -10,6 +10,11 @@ any update its mean is exactly zero and the agent behaves exactly like the base.
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
 so the value function is sensible before the actor starts moving.
 
+Rollouts are collected by one worker process per CPU core, each stepping its slice of the envs
+with its own copy of the base and the agent's weights read from shared memory (RolloutWorkers);
+`--num-workers 0` collects in this process. GAE and the PPO update follow CleanRL's
+ppo_continuous_action.py.
+
 Everything lives in this file on purpose: copy it to try an idea.
 """
 
@@ -439,9 +444,11 @@ class RolloutWorkers:
     Every worker runs the same inference as a single process would, on its own slice.
     """
 
-    def __init__(self, make_collector, num_envs: int, num_workers: int, seed: int):
+    def __init__(self, make_collector, agent: Agent, storage: RolloutStorage, num_workers: int, seed: int):
+        agent.share_memory()  # the optimizer's in-place updates reach the workers
+        storage.share_memory_()
         context = multiprocessing.get_context("fork")  # children inherit the shared agent and storage
-        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
+        bounds = np.linspace(0, storage.states.shape[1], num_workers + 1).astype(int)
         self._pipes, self._processes = [], []
         for worker, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             parent, child = context.Pipe()
@@ -637,9 +644,7 @@ def main(args: Args) -> pathlib.Path:
         print(f"collecting rollouts in this process: worker processes share the agent through CPU memory, not {device}")
         num_workers = 0
     if num_workers:
-        agent.share_memory()  # the optimizer's in-place updates reach the workers
-        storage.share_memory_()
-        collector = RolloutWorkers(make_collector, args.num_envs, num_workers, seed)
+        collector = RolloutWorkers(make_collector, agent, storage, num_workers, seed)
     else:
         collector = make_collector(slice(0, args.num_envs))
     states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals

@@ -31,7 +31,6 @@ Run `python so101_env.py` for a short demo with the Jacobian base policy.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes.util
 import glob
 import math
@@ -367,118 +366,6 @@ def _rendering_help(error: Exception) -> str:
     if "MUJOCO_GL" not in os.environ:
         hint += "; mujoco was imported before so101_env could choose a headless backend: set MUJOCO_GL=osmesa (or egl)"
     return f"MuJoCo could not create an offscreen renderer with MUJOCO_GL={backend} ({error}). {hint}."
-
-
-class WorkerPoolVectorEnv(gym.vector.VectorEnv):
-    """`num_envs` environments stepped by a few worker processes, each owning a slice of them.
-
-    gymnasium's AsyncVectorEnv gives every env its own process and a pipe round trip per step;
-    on a 2-core machine that is 8 round trips and 8 process wake-ups per step for 2 cores of
-    work. Here each worker steps its slice in a loop and answers once. Autoreset is same-step
-    and the info layout is gymnasium's (`final_obs` / `final_info` with `_`-masks for the envs
-    that ended), so code written for gymnasium's vector envs works unchanged.
-    """
-
-    def __init__(self, env_fns, num_workers: int | None = None):
-        self.num_envs = len(env_fns)
-        num_workers = max(1, min(num_workers or os.cpu_count() or 1, self.num_envs))
-        probe = env_fns[0]()
-        self.single_observation_space, self.single_action_space = probe.observation_space, probe.action_space
-        self.metadata = {**probe.metadata, "autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-        probe.close()
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
-
-        import multiprocessing
-
-        context = multiprocessing.get_context("fork")  # the env functions are closures: no pickling
-        self._slices = np.array_split(np.arange(self.num_envs), num_workers)
-        self._pipes, self._workers = [], []
-        for envs_of_worker in self._slices:
-            parent, child = context.Pipe()
-            worker = context.Process(target=_pool_worker, args=(child, [env_fns[i] for i in envs_of_worker]), daemon=True)
-            worker.start()
-            child.close()
-            self._pipes.append(parent)
-            self._workers.append(worker)
-
-    def _broadcast(self, command: str, payloads) -> list:
-        for pipe, payload in zip(self._pipes, payloads):
-            pipe.send((command, payload))
-        results = []
-        for pipe in self._pipes:
-            ok, result = pipe.recv()
-            if not ok:
-                raise RuntimeError(f"an environment worker failed during {command!r}:\n{result}")
-            results.extend(result)
-        return results
-
-    def _merge_infos(self, infos: list[dict]) -> dict:
-        merged = {}
-        for i, info in enumerate(infos):
-            merged = self._add_info(merged, info, i)
-        return merged
-
-    def reset(self, *, seed=None, options=None):
-        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
-        results = self._broadcast("reset", [([seeds[i] for i in envs], options) for envs in self._slices])
-        return np.stack([obs for obs, _ in results]), self._merge_infos([info for _, info in results])
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        results = self._broadcast("step", [actions[envs] for envs in self._slices])
-        obs, rewards, terminated, truncated, infos = zip(*results)
-        return (np.stack(obs), np.array(rewards, dtype=np.float64), np.array(terminated, dtype=bool),
-                np.array(truncated, dtype=bool), self._merge_infos(list(infos)))
-
-    def call(self, name: str, *args, **kwargs) -> tuple:
-        return tuple(self._broadcast("call", [(name, args, kwargs)] * len(self._pipes)))
-
-    def close_extras(self, **kwargs):
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("close", None))
-        for worker in self._workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
-
-
-def _pool_worker(pipe, env_fns) -> None:
-    import signal
-    import traceback
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
-    envs = [make() for make in env_fns]
-    try:
-        while True:
-            command, payload = pipe.recv()
-            if command == "close":
-                break
-            try:
-                if command == "step":
-                    result = []
-                    for env, action in zip(envs, payload):
-                        obs, reward, terminated, truncated, info = env.step(action)
-                        if terminated or truncated:  # same-step autoreset, as gymnasium lays it out
-                            final_obs, final_info = obs, info
-                            obs, reset_info = env.reset()
-                            info = {"final_info": final_info, "final_obs": final_obs, **reset_info}
-                        result.append((obs, reward, terminated, truncated, info))
-                elif command == "reset":
-                    seeds, options = payload
-                    result = [env.reset(seed=seed, options=options) for env, seed in zip(envs, seeds)]
-                else:  # call
-                    name, args, kwargs = payload
-                    result = [getattr(env.unwrapped, name)(*args, **kwargs) for env in envs]
-                pipe.send((True, result))
-            except Exception:
-                pipe.send((False, traceback.format_exc()))
-    except (EOFError, BrokenPipeError):
-        pass  # the training process went away
-    finally:
-        for env in envs:
-            env.close()
 
 
 if ENV_ID not in gym.registry:

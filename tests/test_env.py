@@ -241,27 +241,3 @@ def test_registered_and_passes_gymnasium_checker():
     env = gym.make("SO101PaperSquare-v0")
     check_env(env.unwrapped, skip_render_check=True)
     env.close()
-
-
-def test_worker_pool_vector_env_matches_gymnasium_sync_vector_env():
-    fns = [lambda: gym.wrappers.RecordEpisodeStatistics(SO101PaperSquareEnv(max_episode_steps=5)) for _ in range(3)]
-    pool = so101_env.WorkerPoolVectorEnv(fns, num_workers=2)
-    sync = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    np.testing.assert_array_equal(pool.reset(seed=3)[0], sync.reset(seed=3)[0])
-    actions = np.random.default_rng(0).uniform(-1, 1, size=(7, 3, 6))
-    ended = 0
-    for action in actions:
-        got, expected = pool.step(action), sync.step(action)
-        for a, b in zip(got[:4], expected[:4]):
-            np.testing.assert_array_equal(a, b)
-        assert set(got[4]) == set(expected[4])
-        if "final_info" in got[4]:
-            ended += got[4]["_final_info"].sum()
-            np.testing.assert_array_equal(got[4]["final_info"]["episode"]["r"], expected[4]["final_info"]["episode"]["r"])
-            np.testing.assert_array_equal(np.stack(got[4]["final_obs"]), np.stack(expected[4]["final_obs"]))
-    assert ended == 3  # every env hit its 5-step limit once
-    assert pool.call("set_tape_half_size", 0.1) == (None, None, None)
-    with pytest.raises(RuntimeError, match="worker failed during 'step'"):
-        pool.step(np.full((3, 5), 0.0))  # wrong action shape: the env's ValueError comes back
-    pool.close()
-    sync.close()

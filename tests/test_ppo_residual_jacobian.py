@@ -87,6 +87,49 @@ def test_untrained_residual_reproduces_the_base_exactly():
     np.testing.assert_array_equal(rollout(lambda o: base_only.act(o[None])[0]), rollout(residual_at_init))
 
 
+def short_episode_env(args, tape_half_size):
+    import gymnasium as gym
+
+    return lambda: gym.wrappers.RecordEpisodeStatistics(
+        SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size, max_episode_steps=15)
+    )
+
+
+def test_rollout_workers_collect_what_one_process_collects(monkeypatch):
+    monkeypatch.setattr(ppo, "make_env", short_episode_env)  # episodes end and reset within the rollout
+    args = ppo.Args(num_envs=3, num_steps=40, hidden_size=16)
+    agent = ppo.Agent(25, 6, hidden_size=16)
+
+    def collect(num_workers):
+        storage = ppo.RolloutStorage.zeros(args.num_steps, args.num_envs, 25, 6, "cpu")
+        make = lambda envs: ppo.RolloutCollector(args, envs, 0.1, agent, storage, seed=5)  # noqa: E731
+        if num_workers:
+            collector = ppo.RolloutWorkers(make, agent, storage, num_workers, seed=5)
+        else:
+            collector = make(slice(0, args.num_envs))
+        # Critic warm-up rollouts act with the residual mean: no sampling, so the two must agree.
+        stats = collector.collect(alpha=0.5, warmup=True)
+        collector.close()
+        return storage, stats
+
+    in_process, in_process_stats = collect(0)
+    in_workers, worker_stats = collect(2)  # uneven slices: envs [0] and [1, 2]
+    for name in ("states", "actor_inputs", "residuals", "rewards", "dones", "values", "next_states", "next_dones"):
+        torch.testing.assert_close(getattr(in_workers, name), getattr(in_process, name), msg=name)
+    assert sorted(worker_stats["lengths"]) == sorted(in_process_stats["lengths"]) == [15] * 6
+    assert worker_stats["unstable"] == in_process_stats["unstable"] == 0
+    assert in_workers.dones[15].tolist() == [1.0, 1.0, 1.0]  # the step after the first episodes ended
+
+
+def test_a_failing_rollout_worker_reports_its_error():
+    def make(envs):
+        raise ValueError("no such base")
+
+    with pytest.raises(RuntimeError, match="rollout worker failed(.|\n)*ValueError: no such base"):
+        storage = ppo.RolloutStorage.zeros(4, 2, 25, 6, "cpu")
+        ppo.RolloutWorkers(make, ppo.Agent(25, 6, hidden_size=16), storage, num_workers=2, seed=0)
+
+
 def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt  # as if Ctrl-C arrived during the first evaluation
