@@ -57,7 +57,7 @@ class Args:
     device: str = "cpu"
     """torch device for the agent; the MLP is small, so the CPU is usually fastest"""
     torch_threads: int = 1
-    """torch intra-op threads; keep the cores for the env workers"""
+    """torch intra-op threads of the PPO update (each rollout worker uses one)"""
     track: bool = False
     """log to Weights & Biases as well (needs `pip install wandb`)"""
     wandb_project_name: str = "so101-residual-rl"
@@ -588,7 +588,9 @@ def main(args: Args) -> pathlib.Path:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads)
+    # One thread until the rollout workers are forked: a child forked after OpenMP started its
+    # thread pool can deadlock in its first parallel torch operation.
+    torch.set_num_threads(1)
     device = torch.device(args.device)
 
     tape_half_size = args.tape_half_size
@@ -647,6 +649,7 @@ def main(args: Args) -> pathlib.Path:
         collector = RolloutWorkers(make_collector, agent, storage, num_workers, seed)
     else:
         collector = make_collector(slice(0, args.num_envs))
+    torch.set_num_threads(args.torch_threads)
     states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals
     logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values
 

@@ -207,3 +207,17 @@ def test_eval_refuses_checkpoint_for_another_base(trained_run):
 def test_nonsense_arguments_are_rejected(overrides, message):
     with pytest.raises(SystemExit, match=message):
         ppo.validate_args(ppo.Args(**overrides))
+
+
+def test_rollout_workers_start_when_the_update_uses_several_threads(tmp_path):
+    """Workers forked after torch's OpenMP pool has started would hang in their first rollout."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "ppo_residual_jacobian.py", "--torch-threads", "2", "--num-workers", "2", "--num-envs", "2",
+               "--num-steps", "16", "--total-timesteps", "32", "--num-minibatches", "2", "--update-epochs", "1",
+               "--eval-every", "0", "--run-dir", str(tmp_path)]
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "saved" in done.stdout
