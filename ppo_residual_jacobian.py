@@ -463,7 +463,8 @@ class RolloutWorkers:
 
     def _broadcast(self, method: str, *args) -> list:
         for pipe in self._pipes:
-            pipe.send((method, args))
+            with contextlib.suppress(BrokenPipeError):  # a worker that failed has sent why and exited
+                pipe.send((method, args))
         results = []
         for pipe in self._pipes:
             try:

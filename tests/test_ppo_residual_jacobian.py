@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -121,9 +122,17 @@ def test_rollout_workers_collect_what_one_process_collects(monkeypatch):
     assert in_workers.dones[15].tolist() == [1.0, 1.0, 1.0]  # the step after the first episodes ended
 
 
-def test_a_failing_rollout_worker_reports_its_error():
+def test_a_failing_rollout_worker_reports_its_error(monkeypatch):
     def make(envs):
         raise ValueError("no such base")
+
+    broadcast = ppo.RolloutWorkers._broadcast
+
+    def after_the_workers_exited(self, *args):
+        time.sleep(0.5)  # the failed workers have sent their error and closed their pipe ends
+        return broadcast(self, *args)
+
+    monkeypatch.setattr(ppo.RolloutWorkers, "_broadcast", after_the_workers_exited)
 
     with pytest.raises(RuntimeError, match="rollout worker failed(.|\n)*ValueError: no such base"):
         storage = ppo.RolloutStorage.zeros(4, 2, 25, 6, "cpu")
