@@ -354,9 +354,15 @@ class RolloutStorage:
             return torch.zeros(shape, device=device)
 
         return cls(
-            zeros(num_steps, num_envs, state_dim), zeros(num_steps, num_envs, state_dim + action_dim),
-            zeros(num_steps, num_envs, action_dim), zeros(num_steps, num_envs), zeros(num_steps, num_envs),
-            zeros(num_steps, num_envs), zeros(num_steps, num_envs), zeros(num_envs, state_dim), zeros(num_envs),
+            states=zeros(num_steps, num_envs, state_dim),
+            actor_inputs=zeros(num_steps, num_envs, state_dim + action_dim),
+            residuals=zeros(num_steps, num_envs, action_dim),
+            logprobs=zeros(num_steps, num_envs),
+            rewards=zeros(num_steps, num_envs),
+            dones=zeros(num_steps, num_envs),
+            values=zeros(num_steps, num_envs),
+            next_states=zeros(num_envs, state_dim),
+            next_dones=zeros(num_envs),
         )
 
     def share_memory_(self) -> RolloutStorage:
@@ -478,6 +484,7 @@ class RolloutWorkers:
 
     def collect(self, alpha: float, warmup: bool) -> dict:
         parts = self._broadcast("collect", alpha, warmup)
+        # Each statistic is a list (concatenated across workers) or a count (added up).
         return {key: sum((part[key] for part in parts[1:]), parts[0][key]) for key in parts[0]}
 
     def set_tape_half_size(self, half_size: float) -> None:
@@ -496,8 +503,8 @@ class RolloutWorkers:
 def _serve_collector(pipe, make_collector, envs: slice, seed: int) -> None:
     import traceback
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and kill are the training process's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the inherited kill-as-Ctrl-C handler
     torch.manual_seed(seed)  # each worker its own exploration noise
     collector = None
     try:
