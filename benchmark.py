@@ -331,7 +331,7 @@ def bench_train(args: Args) -> list[str]:
                 runs[name].append(train(run_dir))
                 print(f"  round {round_ + 1}: {name}: {runs[name][-1]['sps']:,.0f} env steps/s", flush=True)
         actions = record_base_actions(args.num_envs, 256)
-        workers = min(os.cpu_count() or 1, args.num_envs)  # as WorkerPoolVectorEnv's default
+        workers = min(os.cpu_count() or 1, args.num_envs)  # as ppo_residual_jacobian.py's default --num-workers
         floor = statistics.median(physics_floor(actions, workers) for _ in range(3))
         inference = statistics.median(inference_seconds(args, actions) for _ in range(3))
         profile = profile_iteration(run_dir, args.num_envs)
