@@ -33,6 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
 from lerobot_dataset import read_dataset
+from ppo_residual_jacobian import save_checkpoint  # atomic write: a crash leaves the previous file
 from so101_env import ACTION_DIM
 
 CHECKPOINT_FORMAT = "so101-bc-chunk"
@@ -116,14 +117,6 @@ def make_chunks(actions: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.nd
     padded = np.concatenate([actions, np.zeros((chunk_size - 1, ACTION_DIM))])
     index = np.arange(length)[:, None] + np.arange(chunk_size)[None, :]
     return padded[index], index < length
-
-
-def save_checkpoint(path: pathlib.Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def load_bc_checkpoint(path: str | os.PathLike, state_dim: int) -> tuple[ChunkPolicy, dict]:
