@@ -16,18 +16,19 @@ Sections (each prints as it finishes; --output writes them all as Markdown):
            alpha 0.5), with the same number of envs, rollout length, minibatch size, epochs,
            network and torch threads, in interleaved rounds; then where a rollout's time goes
            (the physics floor: the rollout's env steps replayed with no inference and no
-           communication; the inference alone) and a profile of one training iteration.
+           communication) and a profile of one training iteration.
 """
 
 from __future__ import annotations
 
-import contextlib
-import cProfile
 import io
 import os
+import pathlib
 import platform
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,7 +42,16 @@ import torch
 import tyro
 
 from base_policies import compose_action, make_base_policy
-from so101_env import HOME_QPOS, PHYSICS_STEPS_PER_POLICY, SO101PaperSquareEnv
+from so101_env import PHYSICS_STEPS_PER_POLICY, SO101PaperSquareEnv
+
+# The PPO settings both trainers get: ppo_residual_jacobian.py's defaults, passed explicitly so the
+# comparison never depends on reading the script.
+PPO_SETTINGS = dict(num_steps=256, num_minibatches=32, update_epochs=10, learning_rate=3e-4, gamma=0.99, gae_lambda=0.95,
+                    clip_coef=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, hidden_size=256, residual_log_std=-1.0,
+                    alpha=0.5, residual_penalty=0.001, reward_scale=0.1, torch_threads=1)
+
+
+ROOT = pathlib.Path(__file__).resolve().parent
 
 
 @dataclass
@@ -67,7 +77,7 @@ def raw_step_rate(env: SO101PaperSquareEnv, seconds: float) -> float:
     """Physics steps per second of the env's own model, arm holding its home pose."""
     m, d = env.model, env.data
     env.reset(seed=0)
-    d.ctrl[:] = HOME_QPOS
+    d.ctrl[:] = env.home_qpos
     batch = 3600
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -176,19 +186,23 @@ class ResidualTaskForSB3(gym.Wrapper):
         return self._observe(state), (reward - penalty) * self.reward_scale, terminated, truncated, info
 
 
+def our_command(args: Args, run_root: str, total_timesteps: int, *extra: str) -> list[str]:
+    """ppo_residual_jacobian.py on the comparison's task: constant alpha, no curriculum, no warm-up, no evaluation."""
+    settings = {**PPO_SETTINGS, "total_timesteps": total_timesteps, "num_envs": args.num_envs, "alpha_start": None,
+                "curriculum_start_half_size": None, "critic_warmup_iterations": 0, "eval_every": 0}
+    flags = [item for name, value in settings.items() for item in ("--" + name.replace("_", "-"), str(value))]
+    return [sys.executable, "ppo_residual_jacobian.py", *flags, "--run-dir", run_root, *extra]
+
+
 def train_ours(args: Args, run_dir: str) -> dict:
-    """Env steps/s over the whole call (set-up included) and median rollout / update seconds."""
-    import ppo_residual_jacobian as ppo
+    """Env steps/s over the whole run (process start and set-up included) and median rollout / update seconds."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train_args = ppo.Args(
-        total_timesteps=args.train_steps, num_envs=args.num_envs, alpha_start=None, critic_warmup_iterations=0,
-        curriculum_start_half_size=None, eval_every=0, run_dir=run_dir,
-    )
+    run_root = tempfile.mkdtemp(dir=run_dir)
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run = ppo.main(train_args)
+    subprocess.run(our_command(args, run_root, args.train_steps), check=True, capture_output=True, cwd=ROOT)
     rate = args.train_steps / (time.perf_counter() - start)
+    (run,) = pathlib.Path(run_root).iterdir()
     events = EventAccumulator(str(run))
     events.Reload()
     rollout, update = ([e.value for e in events.Scalars(f"charts/{k}_seconds")] for k in ("rollout", "update"))
@@ -200,18 +214,17 @@ def train_sb3(args: Args, vec_env: str) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    import ppo_residual_jacobian as ppo
-
-    ours = ppo.Args()
-    torch.set_num_threads(ours.torch_threads)
+    ours = PPO_SETTINGS
+    torch.set_num_threads(ours["torch_threads"])
     start = time.perf_counter()
     envs = {"SubprocVecEnv": SubprocVecEnv, "DummyVecEnv": DummyVecEnv}[vec_env]([ResidualTaskForSB3] * args.num_envs)
     model = PPO(
-        "MlpPolicy", envs, n_steps=ours.num_steps, batch_size=ours.num_envs * ours.num_steps // ours.num_minibatches,
-        n_epochs=ours.update_epochs, learning_rate=ours.learning_rate, gamma=ours.gamma, gae_lambda=ours.gae_lambda,
-        clip_range=ours.clip_coef, ent_coef=ours.ent_coef, vf_coef=ours.vf_coef, max_grad_norm=ours.max_grad_norm,
-        policy_kwargs=dict(net_arch=dict(pi=[ours.hidden_size] * 2, vf=[ours.hidden_size] * 2),
-                           activation_fn=torch.nn.Tanh, log_std_init=ours.residual_log_std),
+        "MlpPolicy", envs, n_steps=ours["num_steps"], batch_size=args.num_envs * ours["num_steps"] // ours["num_minibatches"],
+        n_epochs=ours["update_epochs"], learning_rate=ours["learning_rate"], gamma=ours["gamma"],
+        gae_lambda=ours["gae_lambda"], clip_range=ours["clip_coef"], ent_coef=ours["ent_coef"], vf_coef=ours["vf_coef"],
+        max_grad_norm=ours["max_grad_norm"],
+        policy_kwargs=dict(net_arch=dict(pi=[ours["hidden_size"]] * 2, vf=[ours["hidden_size"]] * 2),
+                           activation_fn=torch.nn.Tanh, log_std_init=ours["residual_log_std"]),
         device="cpu", seed=1, verbose=0,
     )
     seconds = {"rollout": [], "update": []}
@@ -284,35 +297,14 @@ def physics_floor(actions: np.ndarray, workers: int) -> float:
     return seconds
 
 
-def inference_seconds(args: Args, actions: np.ndarray) -> float:
-    """Seconds of base-policy and residual-network inference for one rollout, batched over the envs."""
-    import ppo_residual_jacobian as ppo
-
-    torch.set_num_threads(ppo.Args.torch_threads)
-    agent = ppo.Agent(so101_env.STATE_DIM, so101_env.ACTION_DIM)
-    base = make_base_policy("jacobian", num_envs=args.num_envs)
-    env = SO101PaperSquareEnv()
-    states = np.stack([env.reset(seed=i)[0] for i in range(args.num_envs)])
-    before = time.perf_counter()
-    for _ in actions:
-        base_action = base.act(states)
-        with torch.no_grad():
-            actor_input = agent.actor_input(torch.as_tensor(states), torch.as_tensor(base_action))
-            agent.get_action_and_value(actor_input)
-    return time.perf_counter() - before
-
-
-def profile_iteration(run_dir: str, num_envs: int) -> list[str]:
-    import ppo_residual_jacobian as ppo
-
-    # In this process (--num-workers 0), so that the profile sees the rollout's work, not a wait for the workers.
-    train_args = ppo.Args(total_timesteps=num_envs * 256, num_envs=num_envs, critic_warmup_iterations=0,
-                          eval_every=0, run_dir=run_dir, num_workers=0)
-    profiler = cProfile.Profile()
-    with contextlib.redirect_stdout(io.StringIO()):
-        profiler.runcall(ppo.main, train_args)
+def profile_iteration(args: Args, run_dir: str) -> list[str]:
+    """cProfile of one iteration of ppo_residual_jacobian.py collecting in one process (--num-workers 0),
+    so that the profile sees the rollout's work, not a wait for the workers."""
+    run_root, stats = tempfile.mkdtemp(dir=run_dir), os.path.join(run_dir, "iteration.prof")
+    command = our_command(args, run_root, args.num_envs * PPO_SETTINGS["num_steps"], "--num-workers", "0")
+    subprocess.run([command[0], "-m", "cProfile", "-o", stats, *command[1:]], check=True, capture_output=True, cwd=ROOT)
     stream = io.StringIO()
-    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(12)
+    pstats.Stats(stats, stream=stream).sort_stats("tottime").print_stats(12)
     table = [line for line in stream.getvalue().splitlines() if line.strip()][-13:]
     return ["```", *table, "```"]
 
@@ -333,8 +325,7 @@ def bench_train(args: Args) -> list[str]:
         actions = record_base_actions(args.num_envs, 256)
         workers = min(os.cpu_count() or 1, args.num_envs)  # as ppo_residual_jacobian.py's default --num-workers
         floor = statistics.median(physics_floor(actions, workers) for _ in range(3))
-        inference = statistics.median(inference_seconds(args, actions) for _ in range(3))
-        profile = profile_iteration(run_dir, args.num_envs)
+        profile = profile_iteration(args, run_dir)
 
     def median(name, key):
         return statistics.median(run[key] for run in runs[name])
@@ -367,8 +358,6 @@ def bench_train(args: Args) -> list[str]:
         "|---|---|",
         f"| physics floor: the rollout's 2,048 env steps replayed on {workers} processes that never wait "
         f"(no inference, no communication) | {floor:.2f} |",
-        f"| base policy + residual network inference for the 256 steps of {args.num_envs} envs, in one process | "
-        f"{inference:.2f} |",
         f"| ppo_residual_jacobian.py rollout | {median(ours, 'rollout'):.2f} |",
         f"| rollout that 2x needs, given our update ({best_sb3} iteration / 2 - our update) | {needed:.2f} |",
         "",

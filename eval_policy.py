@@ -11,7 +11,6 @@ mean episode length; optionally writes JSON, PNG charts and dual-camera MP4s.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import pathlib
@@ -23,8 +22,12 @@ import numpy as np
 import torch
 import tyro
 
+import groot_base  # noqa: F401  registers the groot base
 import so101_env
-from base_policies import BASE_POLICIES, BasePolicy, act_with_cameras, base_policy_kwargs, compose_action, make_base_policy
+from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
+from episodes import EpisodeRecord, ResidualPolicy, run_episode
+from checkpoint_io import ResidualActor, load_checkpoint
+from run_utils import option_problems
 from so101_env import SO101PaperSquareEnv
 
 
@@ -101,49 +104,17 @@ def groot_overrides(args: Args) -> dict:
     return {name: value for name, value in options.items() if value is not None}
 
 
-class ResidualPolicy:
-    """A trained residual on top of its base: base + alpha * residual mean (deterministic).
-    `groot_options` replace the stored settings of a groot base (e.g. another backend or device)."""
-
-    def __init__(self, checkpoint_path: str, base_policy: str | None = None, groot_options: dict | None = None):
-        from ppo_residual_jacobian import load_checkpoint
-
-        checkpoint = load_checkpoint(checkpoint_path, base_policy)
-        # The script that trained the checkpoint defines its Agent; copies of the script may differ.
-        script = importlib.import_module(checkpoint["script"])
-        self.agent = script.agent_from_checkpoint(checkpoint).eval()
-        self.alpha = checkpoint["alpha"]
-        base_config = dict(checkpoint["base_config"])
-        self.base_name = base_config.pop("name")
-        if self.base_name == "groot":
-            base_config |= groot_options or {}
-        self.base = make_base_policy(self.base_name, num_envs=1, **base_config)
-        self.act_scale = self.base.act_scale
-        self.needs_images = self.base.needs_images
-        self.name = f"residual+{self.base_name}"
-
-    def reset(self, mask=None) -> None:
-        self.base.reset(mask)
-
-    def images_needed(self) -> np.ndarray:
-        return self.base.images_needed()
-
-    def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        base_action = self.base.act(states) if images is None else self.base.act(states, images)
-        with torch.no_grad():
-            residual = self.agent.residual_mean(torch.as_tensor(states, dtype=torch.float32),
-                                                torch.as_tensor(base_action)).numpy()
-        return compose_action(base_action, residual, self.alpha)
-
-
-@dataclass
-class EpisodeRecord:
-    seed: int
-    success: bool
-    reward: float
-    final_distance: float
-    final_orientation_error: float
-    length: int
+def residual_from_checkpoint(path: str, base_policy: str | None = None, groot_options: dict | None = None) -> ResidualPolicy:
+    """A trained residual on top of its base, rebuilt from the checkpoint's weights and base config
+    (no code is loaded from the file). `groot_options` replace the stored settings of a groot base
+    (e.g. another backend or device)."""
+    checkpoint = load_checkpoint(path, base_policy)
+    base_config = dict(checkpoint["base_config"])
+    base_name = base_config.pop("name")
+    if base_name == "groot":
+        base_config |= groot_options or {}
+    base = make_base_policy(base_name, num_envs=1, **base_config)
+    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"])
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -156,31 +127,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_episode(env: SO101PaperSquareEnv, policy: BasePolicy, seed: int, frames: list | None = None) -> EpisodeRecord:
-    """One episode; dual-camera frames are appended to `frames` when given."""
-    obs, _ = env.reset(seed=seed)
-    policy.reset()
-    total, length = 0.0, 0
-    while True:
-        if frames is not None:
-            frames.append(env.render())
-        action = act_with_cameras(policy, obs[None], lambda: [env.render_cameras()])
-        obs, reward, terminated, truncated, info = env.step(action[0])
-        total += reward
-        length += 1
-        if terminated or truncated:
-            return EpisodeRecord(
-                seed=seed,
-                success=bool(info["success"]),
-                reward=float(total),
-                final_distance=float(info["dist_to_goal"]),
-                final_orientation_error=float(info["orientation_error"]),
-                length=length,
-            )
-
-
 def summarize(name: str, records: list[EpisodeRecord]) -> dict:
     successes = sum(r.success for r in records)
+    distances = np.array([r.final_distance for r in records])
     low, high = wilson_interval(successes, len(records))
     return {
         "policy": name,
@@ -188,13 +137,15 @@ def summarize(name: str, records: list[EpisodeRecord]) -> dict:
         "success_rate": successes / len(records),
         "success_rate_ci95": [low, high],
         "mean_reward": float(np.mean([r.reward for r in records])),
-        "mean_final_distance": float(np.mean([r.final_distance for r in records])),
+        # Over the episodes that ended in a measured state: a blow-up (NaN) is counted, not averaged in.
+        "mean_final_distance": float(np.nanmean(distances)) if not np.isnan(distances).all() else float("nan"),
+        "unstable_episodes": sum(r.unstable for r in records),
         "mean_episode_length": float(np.mean([r.length for r in records])),
         "episodes": [r.__dict__ for r in records],
     }
 
 
-def evaluate(name: str, policy: BasePolicy, args: Args, video_dir: pathlib.Path | None = None) -> dict:
+def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = None) -> dict:
     env = SO101PaperSquareEnv(
         tape_half_size=args.tape_half_size,
         act_scale=policy.act_scale,
@@ -261,10 +212,10 @@ def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
 def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
     policies = []
     if args.model_path:
-        residual = ResidualPolicy(args.model_path, args.base_policy, groot_overrides(args))
+        residual = residual_from_checkpoint(args.model_path, args.base_policy, groot_overrides(args))
         policies.append((residual.name, residual))
         if args.compare_base:
-            policies.append((residual.base_name, residual.base))
+            policies.append((residual.base.name, residual.base))
     elif args.base_policy:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         if args.base_policy == "groot":
@@ -276,8 +227,11 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
 
 
 def main(args: Args) -> list[dict]:
-    if args.n_episodes < 1:
-        raise SystemExit(f"--n-episodes must be at least 1, got {args.n_episodes}")
+    problems = option_problems(args, at_least=dict(n_episodes=1, torch_threads=1, n_videos=0, video_size=16,
+                                                   tape_half_size=0.02, groot_chunk_steps=1, groot_port=0),
+                               above=dict(groot_timeout=0.0), at_most=dict(tape_half_size=0.3, groot_port=65535))
+    if problems:
+        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
     if args.base_policy is not None and args.base_policy not in BASE_POLICIES:
         raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
     if args.base_policy is None and args.model_path is None:

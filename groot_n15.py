@@ -18,19 +18,19 @@ protocol, both as a client and as a server.
     })  # -> {"action.single_arm": [B, 16, 5], "action.gripper": [B, 16, 1]}
 
     python groot_n15.py info  CHECKPOINT     # modality keys and statistics
-    python groot_n15.py serve CHECKPOINT     # serve it on tcp://0.0.0.0:5555
-
-Numbered references (§) point to the facts file the implementation follows
-(shared/reference/groot_n15_facts.md in this project).
+    python groot_n15.py serve CHECKPOINT     # serve it on tcp://127.0.0.1:5555 (this machine only)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import io
+import ipaddress
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,22 +43,23 @@ import zmq
 from torch import nn
 
 # ---------------------------------------------------------------------------------------------
-# Constants. The Eagle VLM hyperparameters are not stored in GR00T checkpoints (§1.5): Isaac
+# Constants. The Eagle VLM hyperparameters are not stored in GR00T checkpoints: Isaac
 # always builds the VLM from a vendored config, so we carry its values here.
 # ---------------------------------------------------------------------------------------------
 
-EAGLE_VISION_CONFIG = dict(  # SigLIP so400m at a fixed 224x224 resolution (§1.2.1)
+EAGLE_VISION_CONFIG = dict(  # SigLIP so400m at a fixed 224x224 resolution
     hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
     num_channels=3, image_size=224, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
 )
-EAGLE_TEXT_CONFIG = dict(  # Qwen3-1.7B (§1.2.3); num_hidden_layers is cut to backbone_cfg.select_layer
+EAGLE_TEXT_CONFIG = dict(  # Qwen3-1.7B; num_hidden_layers is cut to backbone_cfg.select_layer
     vocab_size=151680, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
     num_attention_heads=16, num_key_value_heads=8, head_dim=128, hidden_act="silu",
     max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True,
     use_cache=False,
 )
-EMBODIMENT_TAG_TO_ID = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24}  # §3.4
-DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files (§1.2.4)
+# Isaac's projector index per embodiment: which slice of the category-specific action-head layers is used.
+EMBODIMENT_TAG_TO_ID = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 26, "gr1": 24}
+DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files
 DEFAULT_LANGUAGE_KEY = "annotation.human.task_description"
 DEFAULT_INSTRUCTION = "Perform the default behavior."  # what Isaac uses when no annotation is sent
 IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
@@ -66,7 +67,10 @@ PROMPT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", IMAGE_
 FUTURE_TOKENS_KEY = "action_head.future_tokens.weight"
 EMBED_TOKENS_KEY = "backbone.eagle_model.language_model.model.embed_tokens.weight"
 LM_HEAD_KEY = "backbone.eagle_model.language_model.lm_head.weight"
-CROP_FRACTION = 0.95  # eval-time centre crop of the Isaac video transform (§3.1)
+CROP_FRACTION = 0.95  # eval-time centre crop of the Isaac video transform
+# Server request cap. One get_action for 64 envs x 2 cameras x 224x224x3 uint8 frames is 19.3 MB
+# (states and text add a few kB), so 64 MB leaves room for about 3x that.
+DEFAULT_MAX_MESSAGE_MB = 64
 
 # ---------------------------------------------------------------------------------------------
 # Model, part 1: the Eagle 2.5 backbone (SigLIP -> mlp1 -> Qwen3 cut to 12 layers).
@@ -88,7 +92,7 @@ class EagleVLM(nn.Module):
         # transformer under `.vision_model` itself; 5.x flattened it, so add the level back.
         self.vision_model = siglip if hasattr(siglip, "vision_model") else nn.ModuleDict({"vision_model": siglip})
         vision_dim, text_dim = vision_config["hidden_size"], text_config["hidden_size"]
-        self.mlp1 = nn.Sequential(nn.Linear(vision_dim, text_dim))  # no pixel shuffle in N1.5 (§1.2.2)
+        self.mlp1 = nn.Sequential(nn.Linear(vision_dim, text_dim))  # no pixel shuffle in N1.5
         self.language_model = Qwen3ForCausalLM(Qwen3Config(**text_config, attn_implementation=attn_implementation))
         self.tokens_per_image = (vision_config["image_size"] // vision_config["patch_size"]) ** 2
 
@@ -188,7 +192,7 @@ class Attention(nn.Module):
             return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
         q, k, v = split_heads(self.to_q(x)), split_heads(self.to_k(context)), split_heads(self.to_v(context))
-        # No mask anywhere in the action head: Isaac ignores the VL padding mask here (§1.3).
+        # No mask anywhere in the action head: Isaac ignores the VL padding mask here.
         return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
 
 
@@ -332,7 +336,7 @@ class FlowMatchingActionHead(nn.Module):
         self.state_encoder = CategorySpecificMLP(num_embodiments, cfg["max_state_dim"], hidden, dim)
         self.action_encoder = MultiEmbodimentActionEncoder(num_embodiments, self.action_dim, dim)
         self.action_decoder = CategorySpecificMLP(num_embodiments, hidden, hidden, self.action_dim)
-        # Checkpoints trained with Isaac code of June-July 2025 lack the learned future tokens (§1.6).
+        # Checkpoints trained with Isaac code of June-July 2025 lack the learned future tokens.
         self.future_tokens = nn.Embedding(cfg.get("num_target_vision_tokens", 32), dim) if future_tokens else None
         self.position_embedding = nn.Embedding(cfg.get("max_seq_len", 1024), dim)
 
@@ -383,7 +387,7 @@ class GR00TN15(nn.Module):
     @torch.inference_mode()
     def get_action(self, input_ids, attention_mask, pixel_values, state, embodiment_id, image_token_id: int,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Model inputs (§3.5) -> normalized action chunk (B, action_horizon, action_dim), float32."""
+        """Model inputs (see GR00TPolicy.prepare_inputs) -> normalized action chunk (B, action_horizon, action_dim), float32."""
         dtype = self.action_head.vlln.weight.dtype
         # Isaac runs bf16 weights under bf16 autocast, so norms and softmax compute in fp32; mirror that.
         with torch.autocast(pixel_values.device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -471,7 +475,7 @@ def safetensors_files(directory: Path) -> list[Path]:
 
 def load_state_dict(files: list[Path], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
     """Read all tensors, cast to `dtype`. lm_head is tied to embed_tokens: checkpoints store either
-    or both (§1.6), so whichever is present fills both names with one shared tensor."""
+    or both, so whichever is present fills both names with one shared tensor."""
     from safetensors import safe_open
 
     state = {}
@@ -528,7 +532,7 @@ def load_tokenizer(source: str | Path = DEFAULT_TOKENIZER):
     unknown = [t for t in PROMPT_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     if unknown:
         raise ValueError(f"tokenizer in {directory} lacks the special tokens {unknown} that the GR00T prompt needs; is it the Eagle 2.5 tokenizer?")
-    tokenizer.padding_side = "left"  # as Isaac's processor (§1.2.4)
+    tokenizer.padding_side = "left"  # as Isaac's processor
     if tokenizer.pad_token is None:
         tokenizer.pad_token = "<|endoftext|>"
     return tokenizer
@@ -558,7 +562,7 @@ class GR00TMetadata:
 
     @classmethod
     def from_json(cls, metadata: dict, embodiment_tag: str, action_horizon: int = 16) -> GR00TMetadata:
-        """Parse the {tag: DatasetMetadata} layout of metadata.json (§3.7)."""
+        """Parse the {tag: DatasetMetadata} layout of metadata.json."""
         if embodiment_tag not in EMBODIMENT_TAG_TO_ID:
             raise ValueError(f"unknown embodiment tag {embodiment_tag!r}: known tags are {sorted(EMBODIMENT_TAG_TO_ID)} (metadata.json has {sorted(metadata)}).")
         if embodiment_tag not in metadata:
@@ -623,7 +627,7 @@ def preprocess_images(frames: np.ndarray, image_size: int = 224) -> torch.Tensor
 
 
 def build_prompt(instruction: str, num_images: int, tokens_per_image: int) -> str:
-    """The Eagle chat prompt (§1.2.4): images first, each as `<image k><img>` + placeholders + `</img>`."""
+    """The Eagle chat prompt: images first, each as `<image k><img>` + placeholders + `</img>`."""
     images = "".join(f"<image {k}><img>{IMAGE_CONTEXT_TOKEN * tokens_per_image}</img>" for k in range(1, num_images + 1))
     return (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -639,7 +643,7 @@ def instructions_from(observation: dict, batch: int, language_key: str) -> list[
     value = observation[keys[0]]
     if isinstance(value, str):
         return [value] * batch
-    # Plain text, as in training; post-Sep-2025 Isaac servers render "['...']" instead (§3.3).
+    # Plain text, as in training; post-Sep-2025 Isaac servers render "['...']" instead.
     texts = [str(np.asarray(v).reshape(-1)[0]) for v in value]
     if len(texts) != batch:
         raise ValueError(f"{keys[0]} has {len(texts)} instructions for a batch of {batch} observations.")
@@ -749,7 +753,7 @@ class GR00TPolicy:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inference server protocol (§4): ZeroMQ REQ/REP, msgpack, numpy arrays as .npy bytes.
+# Inference server protocol (Isaac-GR00T's): ZeroMQ REQ/REP, msgpack, numpy arrays as .npy bytes.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -804,17 +808,21 @@ class GR00TClient:
         if self.api_token:
             request["api_token"] = self.api_token
         address = f"{self.host}:{self.port}"
+        payload = pack(request)
         try:
-            self.socket.send(pack(request))
+            self.socket.send(payload)
             reply = unpack(self.socket.recv())
         except zmq.Again:
             # A REQ socket that missed its reply cannot send again: replace it.
             self.socket.close()
             self.socket = self._connect()
+            too_big = (f" Or the request was too big: it was {len(payload) / 1e6:.1f} MB, and a GR00TServer drops "
+                       f"requests over twice its --max-message-mb (default {DEFAULT_MAX_MESSAGE_MB} MB) without a reply; "
+                       f"send fewer envs per call." if len(payload) > DEFAULT_MAX_MESSAGE_MB * 1_000_000 else "")
             raise TimeoutError(
                 f"no reply from the GR00T server at {address} to '{endpoint}' within {self.timeout_s:g} s. Is it running? "
                 f"Start one with `python groot_n15.py serve CHECKPOINT --port {self.port}` or Isaac-GR00T's "
-                f"`python scripts/inference_service.py --server --model_path CHECKPOINT --port {self.port}`."
+                f"`python scripts/inference_service.py --server --model_path CHECKPOINT --port {self.port}`.{too_big}"
             ) from None
         except zmq.ZMQError as err:
             self.socket.close()
@@ -842,46 +850,101 @@ class GR00TClient:
         return GR00TMetadata(**self.call("get_metadata"))
 
     def kill(self) -> None:
-        """Ask the server to stop after this reply."""
+        """Ask the server to stop after this reply. A GR00TServer on the network refuses unless it has an API token
+        and this client sends it (RuntimeError with the reason)."""
         self.call("kill")
 
     def close(self) -> None:
         self.socket.close()
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses that only this machine can reach (127.0.0.0/8, ::1), as zmq reports a bound endpoint."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # not an IP address (an interface name): count it as reachable from the network
+        return False
+
+
+def check_finite(observation: Any) -> None:
+    """Raise ValueError naming the first float array holding NaN or inf: the model would answer it with NaN actions."""
+    if not isinstance(observation, dict):
+        return  # the policy reports a malformed observation itself
+    for key, value in observation.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+            bad = value.size - np.count_nonzero(np.isfinite(value))
+            if bad:
+                raise ValueError(f"observation '{key}' holds {bad} NaN or inf value(s); send finite numbers "
+                                 f"(a NaN state usually means the simulation diverged: reset that env)")
+
+
 class GR00TServer:
     """Serve a policy (GR00TPolicy, or anything with the same methods) with the Isaac protocol.
 
     Endpoints: ping, get_action, get_modality_config, kill, plus get_metadata (ours: statistics).
-    `port=0` picks a free port (see `.port`). `run()` blocks until a client sends `kill`."""
+    `port=0` picks a free port (see `.port`). `run()` blocks until a client sends `kill`.
 
-    def __init__(self, policy, host: str = "0.0.0.0", port: int = 5555, api_token: str | None = None):
-        self.policy, self.api_token = policy, api_token
+    Safe by default: it listens on 127.0.0.1 only (host="0.0.0.0" exposes it, best with `api_token`);
+    `kill` needs the token, or, when there is none, a loopback-only server; requests over
+    `max_message_bytes` and get_action requests with NaN or inf get an error reply, not a model call."""
+
+    def __init__(self, policy, host: str = "127.0.0.1", port: int = 5555, api_token: str | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_MB * 1_000_000):
+        if api_token is not None and not (isinstance(api_token, str) and api_token):
+            raise ValueError("api_token must be a non-empty string, or None for no token")
+        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int) or max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be a positive integer, got {max_message_bytes!r}")
+        self.policy, self.api_token, self.max_message_bytes = policy, api_token, max_message_bytes
         self.socket = zmq.Context.instance().socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # Hard backstop to the soft cap in `handle`: zmq drops a peer whose message is over MAXMSGSIZE as
+        # soon as it reads the size header, so nothing that large is buffered, but it sends no reply (the
+        # client just times out). Twice the soft cap keeps the readable error for requests a little too big.
+        self.socket.setsockopt(zmq.MAXMSGSIZE, min(2 * max_message_bytes, 2**63 - 1))
         self.socket.bind(f"tcp://{host}:{port or '*'}")
-        self.port = int(self.socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)  # e.g. tcp://127.0.0.1:5555
+        bound_host, bound_port = self.endpoint.removeprefix("tcp://").rsplit(":", 1)
+        self.port, self.loopback = int(bound_port), is_loopback(bound_host)
         self.running = False
+        if not self.loopback and api_token is None:
+            print(f"WARNING: the GR00T server on {self.endpoint} takes requests from the network without an API token: "
+                  f"anyone who can reach this port can use the model (only `kill` is refused). Restart it with "
+                  f"--api-token TOKEN (clients send the same token), or keep the default --host 127.0.0.1 and reach it "
+                  f"through an SSH tunnel.", file=sys.stderr, flush=True)
 
     def handle(self, message: bytes) -> bytes:
         """Reply to one request; any failure, even an undecodable message, becomes {"error": ...} as in Isaac,
         so the REP socket always answers and the server keeps running."""
+        if len(message) > self.max_message_bytes:  # checked before decoding: no time or memory spent on it
+            return pack({"error": f"request of {len(message):,} bytes is over this server's limit of "
+                                  f"{self.max_message_bytes:,} bytes ({self.max_message_bytes / 1e6:g} MB); send fewer envs "
+                                  f"per call, or restart the server with a larger --max-message-mb"})
         try:
             return pack(self.dispatch(unpack(message)))
         except Exception as err:
             return pack({"error": f"{type(err).__name__}: {err}"})
 
+    def token_ok(self, token: Any) -> bool:
+        # compare_digest takes the same time wherever the strings differ: the token cannot be guessed by timing.
+        return isinstance(token, str) and hmac.compare_digest(token.encode(), self.api_token.encode())
+
     def dispatch(self, request: dict) -> Any:
-        if self.api_token is not None and request.get("api_token") != self.api_token:
+        if self.api_token is not None and not self.token_ok(request.get("api_token")):
             return {"error": "Unauthorized: Invalid API token"}
         endpoint = request.get("endpoint", "get_action")
         if endpoint == "ping":
             return {"status": "ok", "message": "Server is running"}
         if endpoint == "kill":
+            if self.api_token is None and not self.loopback:  # with a token, reaching here means it was valid
+                return {"error": f"kill refused: the server on {self.endpoint} has no API token, so any host on the "
+                                 f"network could stop it. Stop it on its own machine (Ctrl-C), or restart it with "
+                                 f"--api-token TOKEN and send kill with that token."}
             self.running = False
             return {"status": "ok", "message": "Server is stopping"}
         if endpoint == "get_action":
-            return self.policy.get_action(request.get("data", {}))
+            observation = request.get("data", {})
+            check_finite(observation)
+            return self.policy.get_action(observation)
         if endpoint == "get_modality_config":
             return {name: {"__ModalityConfig_class__": True, "as_json": json.dumps(config)}
                     for name, config in self.policy.modality_config().items()}
@@ -891,7 +954,8 @@ class GR00TServer:
 
     def run(self) -> None:
         self.running = True
-        print(f"GR00T server listening on {self.socket.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+        print(f"GR00T server listening on {self.endpoint} (requests up to {self.max_message_bytes / 1e6:g} MB, "
+              f"API token {'required' if self.api_token else 'not set'})", flush=True)
         while self.running:
             self.socket.send(self.handle(self.socket.recv()))
         self.socket.close()
@@ -915,6 +979,26 @@ def print_info(checkpoint_dir: Path, metadata: GR00TMetadata) -> None:
             print(f"{kind}.{key} [{len(s['min'])}]: min {np.round(s['min'], 3).tolist()} max {np.round(s['max'], 3).tolist()}")
 
 
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535 (0 picks a free port)")
+    return port
+
+
+def megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of MB") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} MB: the limit must be a positive, finite number of MB")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="GR00T N1.5 inference: inspect a checkpoint or serve it over ZeroMQ.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -925,20 +1009,30 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--revision", default=None, help="hub branch/tag/commit")
         sub.add_argument("--embodiment-tag", default="new_embodiment")
     serve.add_argument("--groot-tokenizer", default=DEFAULT_TOKENIZER, help="Eagle 2.5 tokenizer directory or hub id")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=5555)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only); --host 0.0.0.0 accepts clients "
+                            "from the network, and should come with --api-token")
+    serve.add_argument("--port", type=port_number, default=5555, help="TCP port, 0..65535 (0 picks a free one; default 5555)")
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    serve.add_argument("--api-token", default=None)
+    serve.add_argument("--api-token", default=None,
+                       help="token every request must carry (GR00TClient(api_token=...)); it travels unencrypted, so on an "
+                            "untrusted network prefer an SSH tunnel to a 127.0.0.1 server")
+    serve.add_argument("--max-message-mb", type=megabytes, default=DEFAULT_MAX_MESSAGE_MB,
+                       help=f"largest request in MB of 10^6 bytes (default {DEFAULT_MAX_MESSAGE_MB}); larger ones get an "
+                            f"error reply, and over twice the limit the connection is dropped without one. 64 envs x 2 "
+                            f"cameras x 224x224x3 uint8 frames are 19.3 MB: raise it for more envs or larger frames")
     args = parser.parse_args(argv)
 
     if args.command == "info":
         directory = resolve_checkpoint(args.checkpoint, args.revision, weights=False)
         print_info(directory, load_metadata(directory, args.embodiment_tag))
     else:
-        policy = GR00TPolicy.from_pretrained(args.checkpoint, args.embodiment_tag, args.groot_tokenizer, args.dtype,
-                                             args.device, args.revision)
-        GR00TServer(policy, args.host, args.port, args.api_token).run()
+        # Bind before the slow model load: a taken port or a bad --host fails at once, and the warning comes first.
+        server = GR00TServer(None, args.host, args.port, args.api_token, math.ceil(args.max_message_mb * 1_000_000))
+        server.policy = GR00TPolicy.from_pretrained(args.checkpoint, args.embodiment_tag, args.groot_tokenizer, args.dtype,
+                                                    args.device, args.revision)
+        server.run()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,11 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import pathlib
+import secrets
+import shutil
+import sys
 from dataclasses import dataclass
 
 import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
@@ -123,16 +127,47 @@ def check_units(units: str) -> None:
         raise ValueError(f"unknown joint units {units!r}; choose one of {', '.join(JOINT_UNITS)}")
 
 
+def is_lerobot_dataset(root: str | pathlib.Path) -> bool:
+    """Whether `root` holds a LeRobot dataset: its meta/info.json is a JSON object with a
+    `codebase_version` string and a `features` mapping (what every LeRobot version writes)."""
+    info_path = pathlib.Path(root) / "meta" / "info.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and isinstance(info.get("codebase_version"), str) and isinstance(info.get("features"), dict)
+
+
 class DatasetWriter:
-    """Writes episodes as they come (one parquet file each) and the meta files on `close`."""
+    """Writes episodes as they come (one parquet file each) beside `root`, and moves the dataset
+    into `root` on `close` only once it is complete.
+
+    Everything is written into a new staging directory next to `root`, `<name>.tmp-<pid>-<random>`.
+    `close` writes meta/ there and publishes it: into `root` when `root` does not exist or is an
+    empty directory; with `overwrite`, in place of the LeRobot dataset already in `root` (the old
+    one is moved aside, the new one moved in, and only then is the old one removed). When no
+    episode was added, or on `discard`, the staging directory is removed and `root` is left as it
+    was. A non-empty `root` that is not a LeRobot dataset is refused whatever `overwrite` says:
+    the writer deletes nothing it did not create but the old dataset that `overwrite` replaces.
+    """
 
     def __init__(self, root: str | pathlib.Path, units: str, act_scale: float, provenance: dict, overwrite: bool = False):
         check_units(units)
         self.root = pathlib.Path(root)
-        if (self.root / "meta" / "info.json").exists() and not overwrite:
-            raise FileExistsError(f"{self.root} already holds a dataset; pass --overwrite or choose another directory")
-        for old in sorted(self.root.glob("data/**/*.parquet")):
-            old.unlink()
+        self._target = self.root.resolve()  # through a symbolic link: renames happen beside the real directory
+        self.replaces_dataset = _check_target(self.root, self._target, overwrite)
+        """whether `close` replaces a dataset already in `root` (only with `overwrite`)"""
+        self._created_parents = _make_parents(self._target.parent)
+        self.staging = _unique_sibling(self._target, "tmp")
+        """the directory being written; it becomes `root` (or its contents do) on `close`"""
+        try:
+            self.staging.mkdir()
+        except BaseException:
+            _remove_empty(self._created_parents)
+            raise
+        self.state = "open"
+        """open; published (the dataset is in `root`); discarded; or kept (publishing failed: the
+        complete dataset was left in `staging`)"""
         self.units = units
         self.act_scale = act_scale
         self.provenance = provenance
@@ -144,6 +179,8 @@ class DatasetWriter:
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
         length = len(states)
+        if self.state != "open":
+            raise RuntimeError(f"the dataset writer for {self.root} is already {self.state}")
         if states.shape != (length, STATE_DIM) or actions.shape != (length, ACTION_DIM) or length == 0:
             raise ValueError(f"an episode needs states (T, {STATE_DIM}) and actions (T, {ACTION_DIM}), T > 0")
         q = states[:, :ACTION_DIM]
@@ -169,7 +206,7 @@ class DatasetWriter:
                 "task_index": pa.array(np.zeros(length, dtype=np.int64)),
             }
         )
-        path = self.root / DATA_PATH.format(episode_chunk=episode_index // CHUNKS_SIZE, episode_index=episode_index)
+        path = self.staging / DATA_PATH.format(episode_chunk=episode_index // CHUNKS_SIZE, episode_index=episode_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         for name, values in vectors.items():
@@ -177,9 +214,73 @@ class DatasetWriter:
         self.columns["next.reward"].append(np.asarray(rewards, dtype=np.float64)[:, None])
         self.lengths.append(length)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Finish: with at least one episode, write meta/ and move the dataset into `root`; with
+        none, discard what was written. Returns whether `root` now holds the new dataset."""
+        if self.state != "open":
+            return self.state == "published"
+        if not self.lengths:
+            self.discard()
+            return False
+        try:
+            self._write_meta()
+        except BaseException:
+            self.discard()
+            raise
+        self._publish()
+        return True
+
+    def discard(self) -> None:
+        """Remove the staging directory and any parent directories the writer made; `root` is
+        left as it was. Does nothing once the dataset is published (or kept after a failure)."""
+        if self.state != "open":
+            return
+        self.state = "discarded"
+        shutil.rmtree(self.staging, ignore_errors=True)  # made by this writer under a fresh name
+        _remove_empty(self._created_parents)
+
+    def _publish(self) -> None:
+        target, staging = self._target, self.staging
+        try:
+            if self.replaces_dataset:
+                if not is_lerobot_dataset(target):
+                    raise FileExistsError(f"{self.root} no longer holds a LeRobot dataset; not replacing it")
+                aside = _unique_sibling(target, "old")
+                os.rename(target, aside)
+                try:
+                    os.rename(staging, target)
+                except BaseException:
+                    os.rename(aside, target)
+                    raise
+                self.state = "published"
+                try:
+                    shutil.rmtree(aside)  # the old dataset that `overwrite` asked to replace
+                except OSError as error:
+                    print(f"warning: the old dataset, moved aside to {aside}, could not be removed: {error}", file=sys.stderr)
+            elif not target.exists():
+                os.rename(staging, target)
+                self.state = "published"
+            else:
+                if not target.is_dir() or any(target.iterdir()):
+                    raise FileExistsError(f"{self.root} was written to by someone else while recording; not writing into it")
+                # Keep the (empty) directory the user made; meta/ goes last, so a reader never
+                # sees an info.json before the data it describes.
+                for name in sorted(os.listdir(staging), key=lambda name: name == "meta"):
+                    os.rename(staging / name, target / name)
+                staging.rmdir()
+                self.state = "published"
+        except Exception as error:
+            if self.state == "published":
+                raise
+            self.state = "kept"  # the dataset is complete: leave it where the message says
+            raise OSError(f"could not move the new dataset into {self.root} ({error}); it is complete in {staging}") from error
+        except BaseException:
+            self.discard()  # interrupted: `root` is as it was (or already published, then this does nothing)
+            raise
+
+    def _write_meta(self) -> None:
         """Write meta/: info.json, stats.json, episodes.jsonl, tasks.jsonl."""
-        meta = self.root / "meta"
+        meta = self.staging / "meta"
         meta.mkdir(parents=True, exist_ok=True)
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -217,6 +318,57 @@ class DatasetWriter:
         _write_text(meta / "tasks.jsonl", json.dumps({"task_index": 0, "task": TASK}) + "\n")
         episodes = [{"episode_index": i, "tasks": [TASK], "length": n} for i, n in enumerate(self.lengths)]
         _write_text(meta / "episodes.jsonl", "".join(json.dumps(e) + "\n" for e in episodes))
+
+
+def _check_target(root: pathlib.Path, target: pathlib.Path, overwrite: bool) -> bool:
+    """Refuse a `root` the writer may not fill; True when it holds a dataset to replace."""
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise FileExistsError(f"{root} exists and is not a directory")
+    if is_lerobot_dataset(target):
+        if not overwrite:
+            raise FileExistsError(f"{root} already holds a dataset; pass --overwrite to replace it or choose another directory")
+        return True
+    if any(target.iterdir()):
+        raise FileExistsError(
+            f"{root} is not empty and holds no LeRobot dataset (no valid meta/info.json); refusing to write into it "
+            "(--overwrite only replaces a dataset): choose a new or empty directory"
+        )
+    return False
+
+
+def _make_parents(path: pathlib.Path) -> list[pathlib.Path]:
+    """mkdir -p `path`; returns the directories it made, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    made: list[pathlib.Path] = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            made.insert(0, directory)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(directories: list[pathlib.Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()  # only while empty: something else may have been put there meanwhile
+        except OSError:
+            break
+
+
+def _unique_sibling(target: pathlib.Path, kind: str) -> pathlib.Path:
+    """A path beside `target` (same filesystem, so renames are atomic) that does not exist yet."""
+    while True:
+        path = target.with_name(f"{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+        if not path.exists() and not path.is_symlink():
+            return path
 
 
 def _vector_column(values: np.ndarray) -> pa.Array:

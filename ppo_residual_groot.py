@@ -4,13 +4,18 @@
     python ppo_residual_groot.py --alpha 0.3 --groot-backend server --groot-host gpu-box --groot-port 5555
     python ppo_residual_groot.py --resume runs/<run>/checkpoints/latest.pt
 
-A copy of ppo_residual_jacobian.py with a vision base. GR00T reads both camera images and the
-joint positions and returns 16-step chunks of joint targets; each env executes `--chunk-steps`
-of them open-loop (converted to normalized deltas) while the residual corrects every step. The
-env workers render the cameras only on the steps where some env needs a new chunk (every
-`--chunk-steps` steps and after a reset), and all envs that need one are queried in ONE batched
-call to the single GR00T instance. `groot/inference_time` (seconds per call) and
+ppo_residual_jacobian.py given a vision base: `diff` the two files to see the GR00T change. GR00T
+reads both camera images and the joint positions and returns 16-step chunks of joint targets;
+each env executes `--chunk-steps` of them open-loop (converted to normalized deltas) while the
+residual corrects every step. The cameras are rendered only on the steps where some env needs a
+new chunk (every `--chunk-steps` steps and after a reset), and all envs that need one are queried
+in ONE batched call to the single GR00T instance, so the collector runs in this process and the
+envs step in worker processes (`--async-envs`). `groot/inference_time` (seconds per call) and
 `groot/batch_size` (envs per call) are logged with the rest.
+
+Read it top to bottom: `Args`, the `Agent`, the `RolloutCollector` that steps the envs
+(`envs.step`) with the base and the residual, then `main`: rollout, GAE and the clipped PPO
+update of CleanRL's ppo_continuous_action.py.
 
 The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The residual
 actor sees the normalized state and the base action; its last layer starts at zero, so before
@@ -18,15 +23,15 @@ any update its mean is exactly zero and the agent behaves exactly like the base.
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
 so the value function is sensible before the actor starts moving.
 
-Everything lives in this file on purpose: copy it to try an idea.
+Everything algorithmic lives in this file on purpose: copy it to try an idea.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import random
-import signal
 import time
 from dataclasses import dataclass
 
@@ -38,21 +43,15 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from base_policies import (
-    GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION, BasePolicy, act_with_cameras, compose_action,
-    make_base_policy,
-)
+from base_policies import camera_images, compose_action, make_base_policy
+from episodes import ResidualPolicy, run_episode
+from groot_base import GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION
 from groot_n15 import DEFAULT_TOKENIZER
-from ppo_residual_jacobian import (
-    CHECKPOINT_FORMAT,
-    Agent,
-    agent_from_checkpoint,  # noqa: F401  eval_policy.py loads a checkpoint through the script that wrote it
-    alpha_at,
-    load_checkpoint,
-    make_optimizer,
-    save_checkpoint,
-    write_video,
-)
+from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from run_utils import StopSignals, create_run_dir, option_problems, resume_options, write_video
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
 
 
 @dataclass
@@ -191,23 +190,21 @@ class Args:
 
 
 def validate_args(args: Args) -> None:
-    problems = []
+    problems = option_problems(
+        args,
+        at_least=dict(total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, hidden_size=1,
+                      torch_threads=1, chunk_steps=1, groot_port=0, critic_warmup_iterations=0, eval_every=0,
+                      eval_episodes=1, image_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
+                      gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
+                      tape_half_size=0.02, curriculum_start_half_size=0.02),
+        above=dict(groot_timeout=0.0, learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
+                   curriculum_step=0.0, alpha_ramp_fraction=0.0),
+        at_most=dict(chunk_steps=16, groot_port=65535, alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,
+                     curriculum_success_threshold=1.0, num_envs=MAX_ENVS, act_scale=0.2, residual_log_std=2.0,
+                     tape_half_size=0.3, curriculum_start_half_size=0.3),
+    )
     if args.groot_backend not in GROOT_BACKENDS:
         problems.append(f"--groot-backend {args.groot_backend!r} is unknown; choose one of {list(GROOT_BACKENDS)}")
-    if not 1 <= args.chunk_steps <= 16:
-        problems.append(f"--chunk-steps must be within [1, 16] (GR00T chunks are 16 steps long), got {args.chunk_steps}")
-    for name in ("alpha", "alpha_start"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            problems.append(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size", "image_size"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "act_scale"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.residual_penalty < 0 or args.critic_warmup_iterations < 0 or args.eval_every < 0:
-        problems.append("--residual-penalty, --critic-warmup-iterations and --eval-every cannot be negative")
     if args.num_envs * args.num_steps < args.num_minibatches:
         problems.append("--num-envs * --num-steps must be at least --num-minibatches")
     if problems:
@@ -216,9 +213,8 @@ def validate_args(args: Args) -> None:
 
 def make_env(args: Args, tape_half_size: float):
     def thunk():
-        env = so101_env.SO101PaperSquareEnv(
-            act_scale=args.act_scale, tape_half_size=tape_half_size, image_size=args.image_size
-        )
+        env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size,
+                                            image_size=args.image_size)
         return gym.wrappers.RecordEpisodeStatistics(env)
 
     return thunk
@@ -235,64 +231,237 @@ def groot_options(args: Args) -> dict:
     )
 
 
-def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool):
-    """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
-    env = so101_env.SO101PaperSquareEnv(
-        act_scale=args.act_scale,
-        tape_half_size=args.tape_half_size,
-        render_mode="rgb_array" if record_video else None,
-        image_size=args.image_size,
-    )
-    device = next(agent.parameters()).device
-    successes, returns, frames = [], [], []
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=10_000 + episode)
-        base.reset()
-        total, done = 0.0, False
-        while not done:
-            if record_video and episode == 0:
-                frames.append(env.render())
-            base_action = act_with_cameras(base, obs[None], lambda: [env.render_cameras()])
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class RunningNorm(nn.Module):
+    """Running mean/variance normalizer; its statistics are buffers, so they live in checkpoints."""
+
+    def __init__(self, size: int, clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(size, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip = clip
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float64)
+        if not torch.isfinite(x).all():  # a single bad sample would poison the statistics forever
+            return
+        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + n
+        # In place: rollout worker processes read these tensors through shared memory.
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.mean += delta * n / total
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = (x - self.mean.to(x.dtype)) / torch.sqrt(self.var.to(x.dtype) + 1e-8)
+        return normalized.clamp(-self.clip, self.clip)
+
+
+class Agent(nn.Module):
+    """Residual actor (state + base action -> residual) and critic (state -> value)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_size: int = 256, log_std: float = -1.0):
+        super().__init__()
+        self.state_norm = RunningNorm(state_dim)
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(state_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(state_dim + action_dim, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, action_dim), std=0.0),  # residual starts at exactly zero
+        )
+        self.actor_logstd = nn.Parameter(torch.full((1, action_dim), log_std))
+
+    def get_value(self, state: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.state_norm(state))
+
+    def actor_input(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """[normalized state, base action]: what the actor sees; the critic sees its first part."""
+        return torch.cat([self.state_norm(state), base_action], dim=-1)
+
+    def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        return self.actor_mean(self.actor_input(state, base_action))
+
+    def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
+        """From precomputed actor inputs, so a PPO update normalizes each state once, not per epoch."""
+        mean = self.actor_mean(actor_input)
+        log_std = self.actor_logstd.expand_as(mean)
+        std = log_std.exp()
+        if residual is None:
+            residual = mean + std * torch.randn_like(mean)
+        # The diagonal Gaussian written out: torch.distributions.Normal does the same maths with
+        # about twice the tensor operations, a third of the cost of inference during a rollout.
+        log_prob = (-0.5 * ((residual - mean) / std).square() - log_std - LOG_SQRT_2PI).sum(1)
+        entropy = (0.5 + LOG_SQRT_2PI + log_std).sum(1)
+        value = self.critic(actor_input[:, : self.state_norm.mean.shape[0]])
+        return residual, log_prob, entropy, value
+
+
+def alpha_at(args: Args, iteration: int) -> float:
+    """Residual scale for a (1-based) iteration under the linear schedule."""
+    if args.alpha_start is None:
+        return args.alpha
+    ramp = max(1, int(args.alpha_ramp_fraction * args.num_iterations))
+    progress = min(1.0, (iteration - 1) / ramp)
+    return args.alpha_start + (args.alpha - args.alpha_start) * progress
+
+
+@dataclass
+class RolloutStorage:
+    """One rollout, indexed [step, env]; in shared memory when worker processes fill it."""
+
+    states: torch.Tensor
+    actor_inputs: torch.Tensor
+    residuals: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    values: torch.Tensor
+    next_states: torch.Tensor  # [env]: the states after the last step, to bootstrap from
+    next_dones: torch.Tensor
+
+    @classmethod
+    def zeros(cls, num_steps: int, num_envs: int, state_dim: int, action_dim: int, device) -> RolloutStorage:
+        shapes = dict(states=(num_steps, num_envs, state_dim), actor_inputs=(num_steps, num_envs, state_dim + action_dim),
+                      residuals=(num_steps, num_envs, action_dim), logprobs=(num_steps, num_envs),
+                      rewards=(num_steps, num_envs), dones=(num_steps, num_envs), values=(num_steps, num_envs),
+                      next_states=(num_envs, state_dim), next_dones=(num_envs,))
+        return cls(**{name: torch.zeros(shape, device=device) for name, shape in shapes.items()})
+
+
+class RolloutCollector:
+    """Steps the envs `columns` of the batch with the base and the agent's residual, and writes each
+    rollout into those columns of the storage: all envs here, or a slice in a worker process."""
+
+    def __init__(self, args: Args, envs: gym.vector.VectorEnv, base, agent: Agent, storage: RolloutStorage,
+                 columns: slice, seed: int):
+        self.args, self.envs, self.base, self.agent, self.storage, self.columns = args, envs, base, agent, storage, columns
+        self.next_obs, _ = envs.reset(seed=seed + columns.start)  # env i gets seed + i
+        self.next_done = np.zeros(envs.num_envs, dtype=bool)
+
+    def collect(self, alpha: float, warmup: bool) -> dict:
+        """One rollout of `num_steps` steps per env; returns the statistics of the episodes that ended."""
+        args, agent, storage, columns = self.args, self.agent, self.storage, self.columns
+        device = storage.states.device
+        stats = {"returns": [], "lengths": [], "successes": [], "final_distances": [], "penalties": [], "unstable": 0}
+        for step in range(args.num_steps):
+            base_action = self.base.act(self.next_obs, camera_images(self.base, lambda: self.envs.call("render_cameras")))
+            state = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
             with torch.no_grad():
-                state = torch.as_tensor(obs[None], dtype=torch.float32, device=device)
-                residual = agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
-            obs, reward, terminated, truncated, info = env.step(compose_action(base_action, residual, alpha)[0])
-            total += reward
-            done = terminated or truncated
-        successes.append(info["success"])
-        returns.append(total)
+                actor_input = agent.actor_input(state, torch.as_tensor(base_action, device=device))
+                residual, logprob, _, value = agent.get_action_and_value(actor_input)
+                if warmup:  # the base alone; the residual's log-probs are unused then
+                    residual = agent.actor_mean(actor_input)
+            storage.states[step, columns], storage.actor_inputs[step, columns] = state, actor_input
+            storage.residuals[step, columns], storage.logprobs[step, columns] = residual, logprob
+            storage.values[step, columns] = value.flatten()
+            storage.dones[step, columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
+
+            residual_np = residual.cpu().numpy()
+            self.next_obs, reward, terminations, truncations, infos = self.envs.step(
+                compose_action(base_action, residual_np, alpha)
+            )
+            penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
+            stats["penalties"].append(penalty.mean())
+            reward = (reward - penalty) * args.reward_scale
+            self.next_done = np.logical_or(terminations, truncations)
+            self.base.reset(self.next_done)
+
+            if "final_info" in infos:
+                final, ended = infos["final_info"], infos["_final_info"]
+                # Time-limit truncation is not failure: bootstrap from the last state's value.
+                cut = np.flatnonzero(ended & truncations & ~terminations)
+                if len(cut):
+                    final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
+                    with torch.no_grad():
+                        reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
+                stats["returns"] += final["episode"]["r"][ended].tolist()
+                stats["lengths"] += final["episode"]["l"][ended].tolist()
+                stats["successes"] += final["success"][ended].astype(bool).tolist()
+                stats["final_distances"] += final["dist_to_goal"][ended].tolist()
+                if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
+                    stats["unstable"] += int(final["sim_unstable"][ended].sum())
+            storage.rewards[step, columns] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        storage.next_states[columns] = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
+        storage.next_dones[columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
+        return stats
+
+    def set_tape_half_size(self, half_size: float) -> None:
+        self.envs.call("set_tape_half_size", half_size)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
+    """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
+    env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size,
+                                        render_mode="rgb_array" if record_video else None, image_size=args.image_size)
+    device = next(agent.parameters()).device
+
+    def residual_mean(states: np.ndarray, base_action: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            state = torch.as_tensor(states, dtype=torch.float32, device=device)
+            return agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
+
+    policy, frames = ResidualPolicy(base, residual_mean, alpha), []
+    records = [run_episode(env, policy, 10_000 + i, frames if record_video and i == 0 else None)
+               for i in range(args.eval_episodes)]
     env.close()
-    return float(np.mean(successes)), float(np.mean(returns)), frames
+    return float(np.mean([r.success for r in records])), float(np.mean([r.reward for r in records])), frames
 
 
 def main(args: Args) -> pathlib.Path:
     resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
     if resume is not None:
-        # Continue the saved run; the only thing taken from this command line is the resume path.
-        args = Args(**{**resume["args"], "resume": args.resume})
+        args, ignored = resume_options(args, resume["args"], Args())
+        if ignored:
+            print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
+                  "(only a larger --total-timesteps extends a run)")
     validate_args(args)
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    if resume is not None and resume["iteration"] >= args.num_iterations:
+        raise SystemExit(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
+                         f"give a larger --total-timesteps than {args.total_timesteps}")
 
     if resume is not None:
         run_dir = pathlib.Path(resume["run_dir"])
     else:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__groot__{args.seed}__{int(time.time())}"
-        run_dir = pathlib.Path(args.run_dir) / run_name
+        run_dir = create_run_dir(args.run_dir, run_name)
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_dir.name, save_code=True)
-    writer = SummaryWriter(str(run_dir))
+    # On resume, drop what an interrupted run logged after its checkpoint, so no step is logged twice.
+    writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads)
+    # One thread until the rollout workers are forked: a child forked after OpenMP started its
+    # thread pool can deadlock in its first parallel torch operation.
+    torch.set_num_threads(1)
     device = torch.device(args.device)
 
     tape_half_size = args.tape_half_size
@@ -301,10 +470,8 @@ def main(args: Args) -> pathlib.Path:
     if resume is not None:
         tape_half_size = resume["tape_half_size"]
     vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    envs = vector_env(
-        [make_env(args, tape_half_size) for _ in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    envs = vector_env([make_env(args, tape_half_size) for _ in range(args.num_envs)],
+                      autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     # The env workers are forked above, before the model touches CUDA. The evaluation base shares
     # the training base's model: one GR00T instance in memory.
     base = make_base_policy("groot", num_envs=args.num_envs, act_scale=args.act_scale, **groot_options(args))
@@ -314,7 +481,10 @@ def main(args: Args) -> pathlib.Path:
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
-    optimizer = make_optimizer(agent, args.learning_rate, device)
+    # Fused Adam (one kernel per step) where PyTorch has it: the update is a few hundred small
+    # minibatch steps, so per-parameter Python work would cost more than the maths.
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=fused, foreach=not fused)
 
     global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []
@@ -326,40 +496,30 @@ def main(args: Args) -> pathlib.Path:
         recent_successes = list(resume["recent_successes"])
         print(f"resuming {run_dir} at iteration {start_iteration}, global step {global_step}")
 
-    def checkpoint_payload(iteration: int) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "script": "ppo_residual_groot",
-            "agent": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
+    def save(name: str, iteration: int) -> pathlib.Path:
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "trainer": os.path.basename(__file__), "agent": agent.state_dict(),
+            "optimizer": optimizer.state_dict(), "actor_activation": "tanh", "obs_clip": agent.state_norm.clip,
             "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
-            "base_config": base.config(),
-            "state_dim": state_dim,
-            "action_dim": action_dim,
-            "global_step": global_step,
-            "iteration": iteration,
-            "alpha": alpha_at(args, iteration),
-            "tape_half_size": tape_half_size,
-            "best_eval": best_eval,
-            "recent_successes": recent_successes[-args.curriculum_window :],
-            "run_dir": str(run_dir),
-        }
+            "base_config": eval_base.config(), "state_dim": state_dim, "action_dim": action_dim,
+            "global_step": global_step, "iteration": iteration, "alpha": alpha_at(args, iteration),
+            "tape_half_size": tape_half_size, "best_eval": best_eval,
+            "recent_successes": recent_successes[-args.curriculum_window :], "run_dir": str(run_dir),
+        })
+        return path
 
-    # Rollout storage
-    states = torch.zeros((args.num_steps, args.num_envs, state_dim), device=device)
-    actor_inputs = torch.zeros((args.num_steps, args.num_envs, state_dim + action_dim), device=device)
-    residuals = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # Rollout storage and collection: here, with the one GR00T model; the envs step in their workers.
+    storage = RolloutStorage.zeros(args.num_steps, args.num_envs, state_dim, action_dim, device)
+    seed = args.seed + 1000 * (start_iteration - 1)  # a resumed run meets new episodes
+    collector = RolloutCollector(args, envs, base, agent, storage, slice(0, args.num_envs), seed)
+    torch.set_num_threads(args.torch_threads)
+    states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals
+    logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values
 
-    next_obs, _ = envs.reset(seed=args.seed + 1000 * (start_iteration - 1))
-    base.reset()
-    next_done = np.zeros(args.num_envs, dtype=bool)
     start_time, steps_at_start = time.time(), global_step
     completed_iteration, completed_step = start_iteration - 1, global_step
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
+    stop = StopSignals()  # Ctrl-C and SIGTERM both save a checkpoint and exit non-zero
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
             iteration_start = time.perf_counter()
@@ -368,51 +528,13 @@ def main(args: Args) -> pathlib.Path:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / args.num_iterations)
 
-            episode_returns, episode_lengths, episode_successes, final_distances = [], [], [], []
-            penalties, unstable = [], 0
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                base_action = act_with_cameras(base, next_obs, lambda: envs.call("render_cameras"))
-                state = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-                base_action_t = torch.as_tensor(base_action, device=device)
-                with torch.no_grad():
-                    actor_input = agent.actor_input(state, base_action_t)
-                    residual, logprob, _, value = agent.get_action_and_value(actor_input)
-                    if warmup:  # the base alone; the residual's log-probs are unused then
-                        residual = agent.actor_mean(actor_input)
-                states[step], actor_inputs[step], residuals[step] = state, actor_input, residual
-                logprobs[step], values[step] = logprob, value.flatten()
-                dones[step] = torch.as_tensor(next_done, dtype=torch.float32, device=device)
-
-                residual_np = residual.cpu().numpy()
-                action = compose_action(base_action, residual_np, alpha)
-                next_obs, reward, terminations, truncations, infos = envs.step(action)
-                penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
-                penalties.append(penalty.mean())
-                reward = (reward - penalty) * args.reward_scale
-                next_done = np.logical_or(terminations, truncations)
-                base.reset(next_done)
-
-                if "final_info" in infos:
-                    final, ended = infos["final_info"], infos["_final_info"]
-                    # Time-limit truncation is not failure: bootstrap from the last state's value.
-                    cut = np.flatnonzero(ended & truncations & ~terminations)
-                    if len(cut):
-                        final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
-                        with torch.no_grad():
-                            reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
-                    episode_returns.extend(final["episode"]["r"][ended].tolist())
-                    episode_lengths.extend(final["episode"]["l"][ended].tolist())
-                    episode_successes.extend(final["success"][ended].astype(bool).tolist())
-                    final_distances.extend(final["dist_to_goal"][ended].tolist())
-                    if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
-                        unstable += int(final["sim_unstable"][ended].sum())
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-
+            stats = collector.collect(alpha, warmup)
+            global_step += args.batch_size
+            episode_successes = stats["successes"]
             # Generalized advantage estimation
             with torch.no_grad():
-                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).reshape(1, -1)
-                next_nonterminal_last = 1.0 - torch.as_tensor(next_done, dtype=torch.float32, device=device)
+                next_value = agent.get_value(storage.next_states).reshape(1, -1)
+                next_nonterminal_last = 1.0 - storage.next_dones
                 advantages = torch.zeros_like(rewards)
                 lastgaelam = 0
                 for t in reversed(range(args.num_steps)):
@@ -492,7 +614,7 @@ def main(args: Args) -> pathlib.Path:
                 and np.mean(recent_successes) >= args.curriculum_success_threshold
             ):
                 tape_half_size = max(args.tape_half_size, tape_half_size - args.curriculum_step)
-                envs.call("set_tape_half_size", tape_half_size)
+                collector.set_tape_half_size(tape_half_size)
                 recent_successes = []
 
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
@@ -509,15 +631,10 @@ def main(args: Args) -> pathlib.Path:
             writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
             writer.add_scalar("losses/clipfrac", np.mean(clipfracs) if clipfracs else 0.0, global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("residual/penalty", float(np.mean(penalties)), global_step)
+            writer.add_scalar("residual/penalty", float(np.mean(stats["penalties"])), global_step)
             writer.add_scalar("residual/mean_abs", b_residuals.abs().mean().item(), global_step)
             writer.add_scalar("residual/std", agent.actor_logstd.exp().mean().item(), global_step)
-            writer.add_scalar("charts/unstable_episodes", unstable, global_step)
-            if episode_returns:
-                writer.add_scalar("charts/episodic_return", np.mean(episode_returns), global_step)
-                writer.add_scalar("charts/episodic_length", np.mean(episode_lengths), global_step)
-                writer.add_scalar("residual/success_rate", np.mean(episode_successes), global_step)
-                writer.add_scalar("task/dist_to_goal", np.mean(final_distances), global_step)
+            writer.add_scalar("charts/unstable_episodes", stats["unstable"], global_step)
             inference_time = float(np.mean(base.inference_seconds)) if base.inference_seconds else float("nan")
             if base.inference_seconds:
                 writer.add_scalar("groot/inference_time", inference_time, global_step)
@@ -525,12 +642,18 @@ def main(args: Args) -> pathlib.Path:
                 writer.add_scalar("groot/calls", len(base.inference_seconds), global_step)
             base.inference_seconds.clear()
             base.inference_batch_sizes.clear()
+            if episode_successes:
+                writer.add_scalar("charts/episodic_return", np.mean(stats["returns"]), global_step)
+                writer.add_scalar("charts/episodic_length", np.mean(stats["lengths"]), global_step)
+                writer.add_scalar("residual/success_rate", np.mean(episode_successes), global_step)
+                if not np.isnan(stats["final_distances"]).all():  # NaN: a simulation blow-up ended the episode
+                    writer.add_scalar("task/dist_to_goal", np.nanmean(stats["final_distances"]), global_step)
 
             remaining = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
             print(
                 f"iter {iteration}/{args.num_iterations} | step {global_step} | SPS {sps} | "
                 f"success {np.mean(episode_successes) if episode_successes else float('nan'):.2f} "
-                f"({len(episode_successes)} eps) | return {np.mean(episode_returns) if episode_returns else float('nan'):.1f} | "
+                f"({len(episode_successes)} eps) | return {np.mean(stats['returns']) if episode_successes else float('nan'):.1f} | "
                 f"alpha {alpha:.2f} | tape {tape_half_size:.3f} | GR00T {1000 * inference_time:.0f} ms/call"
                 f"{' | critic warm-up' if warmup else ''} | eta {remaining / 60:.1f} min",
                 flush=True,
@@ -543,22 +666,22 @@ def main(args: Args) -> pathlib.Path:
                 writer.add_scalar("eval/success_rate", success, global_step)
                 writer.add_scalar("eval/episodic_return", mean_return, global_step)
                 if record:
-                    write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video", global_step)
+                    write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video",
+                                global_step, so101_env.POLICY_HZ)
                 print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f}")
                 if (success, mean_return) > best_eval:  # ties on success go to the higher return
                     best_eval = (success, mean_return)
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(iteration))
-                save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(iteration))
-        save_checkpoint(run_dir / "checkpoints" / "final.pt", checkpoint_payload(completed_iteration))
-        print(f"saved {run_dir / 'checkpoints' / 'final.pt'}")
+                    save("best", iteration)
+                save("latest", iteration)
+        print(f"saved {save('final', completed_iteration)}")
     except KeyboardInterrupt:
         # Keep what the finished iterations learned; the interrupted rollout is dropped.
         global_step = completed_step
-        save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(completed_iteration))
-        print(f"\ninterrupted: saved {run_dir / 'checkpoints' / 'latest.pt'} (iteration {completed_iteration}); "
-              f"continue with --resume {run_dir / 'checkpoints' / 'latest.pt'}")
+        latest = save("latest", completed_iteration)
+        print(f"\ninterrupted: saved {latest} (iteration {completed_iteration}); continue with --resume {latest}")
+        raise SystemExit(stop.exit_status) from None
     finally:
-        envs.close()
+        collector.close()
         writer.close()
     return run_dir
 

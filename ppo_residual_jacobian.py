@@ -10,29 +10,26 @@ any update its mean is exactly zero and the agent behaves exactly like the base.
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
 so the value function is sensible before the actor starts moving.
 
-Rollouts are collected by one worker process per CPU core, each stepping its slice of the envs
-with its own copy of the base and the agent's weights read from shared memory (RolloutWorkers);
-`--num-workers 0` collects in this process. GAE and the PPO update follow CleanRL's
-ppo_continuous_action.py.
+Read it top to bottom: `Args`, the `Agent`, the `RolloutCollector` that steps the envs
+(`envs.step`) with the base and the residual, then `main`: rollout, GAE and the clipped PPO
+update of CleanRL's ppo_continuous_action.py. By default one worker process per CPU core runs a
+collector on its slice of the envs (rollout_workers.py); `--num-workers 0` runs the one collector
+in this process. The same seed gives the same run for a given worker count; another worker count
+draws the exploration noise in other processes, so it gives another (equally valid) run.
 
-Everything lives in this file on purpose: copy it to try an idea.
+Everything algorithmic lives in this file on purpose: copy it to try an idea.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import multiprocessing
 import os
 import pathlib
 import random
-import signal
 import time
 from dataclasses import dataclass
 
 import gymnasium as gym
-import imageio.v2 as imageio
 import numpy as np
 import torch
 import torch.nn as nn
@@ -40,10 +37,14 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from base_policies import BASE_POLICIES, BasePolicy, base_policy_kwargs, compose_action, make_base_policy
+from base_policies import BASE_POLICIES, base_policy_kwargs, compose_action, make_base_policy
+from episodes import ResidualPolicy, run_episode
+from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from rollout_workers import RolloutWorkers
+from run_utils import StopSignals, create_run_dir, option_problems, resume_options, write_video
 
-CHECKPOINT_FORMAT = 1
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Args:
     learning_rate: float = 3e-4
     """learning rate of the optimizer"""
     num_envs: int = 8
-    """number of parallel environments (worker processes)"""
+    """number of parallel environments, split over the rollout workers"""
     num_workers: int | None = None
     """rollout worker processes, each collecting a slice of the envs (default: one per CPU core; 0: all in this process, easier to debug)"""
     num_steps: int = 256
@@ -158,31 +159,30 @@ class Args:
 
 
 def validate_args(args: Args) -> None:
-    problems = []
-    if args.base_policy not in BASE_POLICIES:
+    problems = option_problems(
+        args,
+        at_least=dict(total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, hidden_size=1,
+                      torch_threads=1, num_workers=0, critic_warmup_iterations=0, eval_every=0, eval_episodes=1,
+                      video_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
+                      gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
+                      tape_half_size=0.02, curriculum_start_half_size=0.02),
+        above=dict(learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
+                   curriculum_step=0.0, alpha_ramp_fraction=0.0),
+        at_most=dict(alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,
+                     curriculum_success_threshold=1.0, num_envs=MAX_ENVS, act_scale=0.2, residual_log_std=2.0,
+                     tape_half_size=0.3, curriculum_start_half_size=0.3),
+    )
+    if args.base_policy == "groot":
+        problems.append("--base-policy groot needs camera images: train it with ppo_residual_groot.py")
+    elif args.base_policy not in BASE_POLICIES:
         problems.append(f"--base-policy {args.base_policy!r} is unknown; choose one of {sorted(BASE_POLICIES)}")
-    elif BASE_POLICIES[args.base_policy].needs_images:
-        problems.append(f"--base-policy {args.base_policy} needs camera images: train it with ppo_residual_groot.py")
-    try:
-        base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
-    except ValueError as error:
-        problems.append(str(error))
+    else:
+        try:
+            base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+        except ValueError as error:
+            problems.append(str(error))
     if args.il_checkpoint is not None and not pathlib.Path(args.il_checkpoint).is_file():
         problems.append(f"--il-checkpoint {args.il_checkpoint} does not exist; train one with train_bc.py")
-    for name in ("alpha", "alpha_start"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            problems.append(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden_size"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_rate", "act_scale"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.residual_penalty < 0 or args.critic_warmup_iterations < 0 or args.eval_every < 0:
-        problems.append("--residual-penalty, --critic-warmup-iterations and --eval-every cannot be negative")
-    if args.num_workers is not None and args.num_workers < 0:
-        problems.append(f"--num-workers cannot be negative, got {args.num_workers}")
     if args.num_envs * args.num_steps < args.num_minibatches:
         problems.append("--num-envs * --num-steps must be at least --num-minibatches")
     if problems:
@@ -278,13 +278,6 @@ class Agent(nn.Module):
         return residual, log_prob, entropy, value
 
 
-def make_optimizer(agent: nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
-    """Adam as one fused kernel per step where PyTorch has it (CPU, CUDA): the update is a few
-    hundred small minibatch steps, so per-parameter Python work would cost more than the maths."""
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5, fused=fused, foreach=not fused)
-
-
 def alpha_at(args: Args, iteration: int) -> float:
     """Residual scale for a (1-based) iteration under the linear schedule."""
     if args.alpha_start is None:
@@ -292,46 +285,6 @@ def alpha_at(args: Args, iteration: int) -> float:
     ramp = max(1, int(args.alpha_ramp_fraction * args.num_iterations))
     progress = min(1.0, (iteration - 1) / ramp)
     return args.alpha_start + (args.alpha - args.alpha_start) * progress
-
-
-def save_checkpoint(path: pathlib.Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, base_policy: str | None = None) -> dict:
-    """Load and check a residual checkpoint; raise ValueError with a clear message if unusable."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ValueError(f"checkpoint {path} cannot be read (truncated or corrupted file?): {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a residual-PPO checkpoint of format {CHECKPOINT_FORMAT}")
-    if checkpoint["state_dim"] != so101_env.STATE_DIM or checkpoint["action_dim"] != so101_env.ACTION_DIM:
-        raise ValueError(
-            f"checkpoint {path} was trained for observations of size {checkpoint['state_dim']} and actions of "
-            f"size {checkpoint['action_dim']}; this environment has {so101_env.STATE_DIM} and {so101_env.ACTION_DIM}"
-        )
-    trained_base = checkpoint["base_config"]["name"]
-    if base_policy is not None and base_policy != trained_base:
-        raise ValueError(
-            f"checkpoint {path} holds a residual for the {trained_base!r} base, not {base_policy!r}; "
-            f"use --base-policy {trained_base} or another checkpoint"
-        )
-    return checkpoint
-
-
-def agent_from_checkpoint(checkpoint: dict) -> Agent:
-    args = checkpoint["args"]
-    agent = Agent(checkpoint["state_dim"], checkpoint["action_dim"], args["hidden_size"], args["residual_log_std"])
-    agent.load_state_dict(checkpoint["agent"])
-    return agent
 
 
 @dataclass
@@ -350,41 +303,22 @@ class RolloutStorage:
 
     @classmethod
     def zeros(cls, num_steps: int, num_envs: int, state_dim: int, action_dim: int, device) -> RolloutStorage:
-        def zeros(*shape):
-            return torch.zeros(shape, device=device)
-
-        return cls(
-            states=zeros(num_steps, num_envs, state_dim),
-            actor_inputs=zeros(num_steps, num_envs, state_dim + action_dim),
-            residuals=zeros(num_steps, num_envs, action_dim),
-            logprobs=zeros(num_steps, num_envs),
-            rewards=zeros(num_steps, num_envs),
-            dones=zeros(num_steps, num_envs),
-            values=zeros(num_steps, num_envs),
-            next_states=zeros(num_envs, state_dim),
-            next_dones=zeros(num_envs),
-        )
-
-    def share_memory_(self) -> RolloutStorage:
-        for tensor in vars(self).values():
-            tensor.share_memory_()
-        return self
+        shapes = dict(states=(num_steps, num_envs, state_dim), actor_inputs=(num_steps, num_envs, state_dim + action_dim),
+                      residuals=(num_steps, num_envs, action_dim), logprobs=(num_steps, num_envs),
+                      rewards=(num_steps, num_envs), dones=(num_steps, num_envs), values=(num_steps, num_envs),
+                      next_states=(num_envs, state_dim), next_dones=(num_envs,))
+        return cls(**{name: torch.zeros(shape, device=device) for name, shape in shapes.items()})
 
 
 class RolloutCollector:
-    """Steps the envs `envs.start:envs.stop` with the base and the agent's residual and writes
-    each rollout into those columns of the storage; in this process or in a worker process."""
+    """Steps the envs `columns` of the batch with the base and the agent's residual, and writes each
+    rollout into those columns of the storage: all envs here, or a slice in a worker process."""
 
-    def __init__(self, args: Args, envs: slice, tape_half_size: float, agent: Agent, storage: RolloutStorage, seed: int):
-        self.args, self.columns, self.agent, self.storage = args, envs, agent, storage
-        num_envs = envs.stop - envs.start
-        self.envs = gym.vector.SyncVectorEnv(
-            [make_env(args, tape_half_size) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-        )
-        base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
-        self.base = make_base_policy(args.base_policy, num_envs=num_envs, act_scale=args.act_scale, **base_kwargs)
-        self.next_obs, _ = self.envs.reset(seed=seed + envs.start)  # env i gets seed + i
-        self.next_done = np.zeros(num_envs, dtype=bool)
+    def __init__(self, args: Args, envs: gym.vector.VectorEnv, base, agent: Agent, storage: RolloutStorage,
+                 columns: slice, seed: int):
+        self.args, self.envs, self.base, self.agent, self.storage, self.columns = args, envs, base, agent, storage, columns
+        self.next_obs, _ = envs.reset(seed=seed + columns.start)  # env i gets seed + i
+        self.next_done = np.zeros(envs.num_envs, dtype=bool)
 
     def collect(self, alpha: float, warmup: bool) -> dict:
         """One rollout of `num_steps` steps per env; returns the statistics of the episodes that ended."""
@@ -440,156 +374,54 @@ class RolloutCollector:
         self.envs.close()
 
 
-class RolloutWorkers:
-    """RolloutCollectors in worker processes, one per slice of the envs (by default one per core).
-
-    The agent's weights and the rollout storage live in shared memory, so each worker runs its
-    whole rollout without waiting for anyone and the processes exchange one message per rollout.
-    A message per env step, as with a vector env in worker processes, wakes the processes 256
-    times a rollout; on small virtual machines that costs more than the physics it spreads out.
-    Every worker runs the same inference as a single process would, on its own slice.
-    """
-
-    def __init__(self, make_collector, agent: Agent, storage: RolloutStorage, num_workers: int, seed: int):
-        agent.share_memory()  # the optimizer's in-place updates reach the workers
-        storage.share_memory_()
-        context = multiprocessing.get_context("fork")  # children inherit the shared agent and storage
-        bounds = np.linspace(0, storage.states.shape[1], num_workers + 1).astype(int)
-        self._pipes, self._processes = [], []
-        for worker, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=_serve_collector, args=(child, make_collector, slice(int(start), int(stop)), seed + worker), daemon=True
-            )
-            process.start()
-            child.close()
-            self._pipes.append(parent)
-            self._processes.append(process)
-        self._broadcast("ready")  # surface a failing env or base now, not in the first rollout
-
-    def _broadcast(self, method: str, *args) -> list:
-        for pipe in self._pipes:
-            with contextlib.suppress(BrokenPipeError):  # a worker that failed has sent why and exited
-                pipe.send((method, args))
-        results = []
-        for pipe in self._pipes:
-            try:
-                ok, result = pipe.recv()
-            except EOFError:
-                raise RuntimeError("a rollout worker process died (out of memory?); its output is above") from None
-            if not ok:
-                raise RuntimeError(f"a rollout worker failed in {method}:\n{result}")
-            results.append(result)
-        return results
-
-    def collect(self, alpha: float, warmup: bool) -> dict:
-        parts = self._broadcast("collect", alpha, warmup)
-        # Each statistic is a list (concatenated across workers) or a count (added up).
-        return {key: sum((part[key] for part in parts[1:]), parts[0][key]) for key in parts[0]}
-
-    def set_tape_half_size(self, half_size: float) -> None:
-        self._broadcast("set_tape_half_size", half_size)
-
-    def close(self) -> None:
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("close", ()))
-        for process in self._processes:
-            process.join(timeout=2)
-            if process.is_alive():  # still in an interrupted rollout
-                process.terminate()
-
-
-def _serve_collector(pipe, make_collector, envs: slice, seed: int) -> None:
-    import traceback
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the inherited kill-as-Ctrl-C handler
-    torch.manual_seed(seed)  # each worker its own exploration noise
-    collector = None
-    try:
-        collector = make_collector(envs)
-        while True:
-            method, args = pipe.recv()
-            if method == "close":
-                break
-            try:
-                pipe.send((True, None if method == "ready" else getattr(collector, method)(*args)))
-            except Exception:
-                pipe.send((False, traceback.format_exc()))
-    except (EOFError, BrokenPipeError):
-        pass  # the training process went away
-    except Exception:
-        pipe.send((False, traceback.format_exc()))  # the collector could not be built
-    finally:
-        if collector is not None:
-            collector.close()
-
-
-def evaluate(agent: Agent, base: BasePolicy, args: Args, alpha: float, record_video: bool, device: torch.device):
+def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
-    env = so101_env.SO101PaperSquareEnv(
-        act_scale=args.act_scale,
-        tape_half_size=args.tape_half_size,
-        render_mode="rgb_array" if record_video else None,
-        image_size=args.video_size,
-    )
-    successes, returns, frames = [], [], []
-    for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=10_000 + episode)
-        base.reset()
-        total, done = 0.0, False
-        while not done:
-            if record_video and episode == 0:
-                frames.append(env.render())
-            base_action = base.act(obs[None])
-            with torch.no_grad():
-                state = torch.as_tensor(obs[None], dtype=torch.float32, device=device)
-                residual = agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
-            obs, reward, terminated, truncated, info = env.step(compose_action(base_action, residual, alpha)[0])
-            total += reward
-            done = terminated or truncated
-        successes.append(info["success"])
-        returns.append(total)
+    env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size,
+                                        render_mode="rgb_array" if record_video else None, image_size=args.video_size)
+    device = next(agent.parameters()).device
+
+    def residual_mean(states: np.ndarray, base_action: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            state = torch.as_tensor(states, dtype=torch.float32, device=device)
+            return agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
+
+    policy, frames = ResidualPolicy(base, residual_mean, alpha), []
+    records = [run_episode(env, policy, 10_000 + i, frames if record_video and i == 0 else None)
+               for i in range(args.eval_episodes)]
     env.close()
-    return float(np.mean(successes)), float(np.mean(returns)), frames
-
-
-def write_video(frames: list[np.ndarray], path: pathlib.Path, writer: SummaryWriter, tag: str, step: int) -> None:
-    """MP4 on disk; an animated GIF in TensorBoard's image tab (add_video needs moviepy 1.x)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(path, frames, fps=so101_env.POLICY_HZ, macro_block_size=8)
-    small = [frame[::2, ::2] for frame in frames[::2]]  # keep the event file small
-    gif = io.BytesIO()
-    imageio.mimwrite(gif, small, format="GIF", duration=2000 / so101_env.POLICY_HZ, loop=0)
-    height, width, _ = small[0].shape
-    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif.getvalue())
-    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    return float(np.mean([r.success for r in records])), float(np.mean([r.reward for r in records])), frames
 
 
 def main(args: Args) -> pathlib.Path:
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
-        # Continue the saved run; the only thing taken from this command line is the resume path.
-        args = Args(**{**resume["args"], "resume": args.resume})
+        if BASE_POLICIES.get(resume["base_config"]["name"], None) is None or resume["args"].get("groot_model"):
+            raise SystemExit(f"{args.resume} was trained on the {resume['base_config']['name']!r} base by "
+                             f"{resume.get('trainer', 'another script')}; resume it with that script")
+        args, ignored = resume_options(args, resume["args"], Args())
+        if ignored:
+            print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
+                  "(only a larger --total-timesteps extends a run)")
     validate_args(args)
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
+    if resume is not None and resume["iteration"] >= args.num_iterations:
+        raise SystemExit(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
+                         f"give a larger --total-timesteps than {args.total_timesteps}")
 
     if resume is not None:
         run_dir = pathlib.Path(resume["run_dir"])
     else:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__{args.base_policy}__{args.seed}__{int(time.time())}"
-        run_dir = pathlib.Path(args.run_dir) / run_name
+        run_dir = create_run_dir(args.run_dir, run_name)
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_dir.name, save_code=True)
-    writer = SummaryWriter(str(run_dir))
+    # On resume, drop what an interrupted run logged after its checkpoint, so no step is logged twice.
+    writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     random.seed(args.seed)
@@ -611,7 +443,10 @@ def main(args: Args) -> pathlib.Path:
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
-    optimizer = make_optimizer(agent, args.learning_rate, device)
+    # Fused Adam (one kernel per step) where PyTorch has it: the update is a few hundred small
+    # minibatch steps, so per-parameter Python work would cost more than the maths.
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=fused, foreach=not fused)
 
     global_step, start_iteration, best_eval = 0, 1, (-1.0, -np.inf)
     recent_successes: list[bool] = []
@@ -623,38 +458,35 @@ def main(args: Args) -> pathlib.Path:
         recent_successes = list(resume["recent_successes"])
         print(f"resuming {run_dir} at iteration {start_iteration}, global step {global_step}")
 
-    def checkpoint_payload(iteration: int) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "script": "ppo_residual_jacobian",
-            "agent": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
+    def save(name: str, iteration: int) -> pathlib.Path:
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "trainer": os.path.basename(__file__), "agent": agent.state_dict(),
+            "optimizer": optimizer.state_dict(), "actor_activation": "tanh", "obs_clip": agent.state_norm.clip,
             "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
-            "base_config": eval_base.config(),
-            "state_dim": state_dim,
-            "action_dim": action_dim,
-            "global_step": global_step,
-            "iteration": iteration,
-            "alpha": alpha_at(args, iteration),
-            "tape_half_size": tape_half_size,
-            "best_eval": best_eval,
-            "recent_successes": recent_successes[-args.curriculum_window :],
-            "run_dir": str(run_dir),
-        }
+            "base_config": eval_base.config(), "state_dim": state_dim, "action_dim": action_dim,
+            "global_step": global_step, "iteration": iteration, "alpha": alpha_at(args, iteration),
+            "tape_half_size": tape_half_size, "best_eval": best_eval,
+            "recent_successes": recent_successes[-args.curriculum_window :], "run_dir": str(run_dir),
+        })
+        return path
 
     # Rollout storage and collection: in worker processes, or here with --num-workers 0.
     storage = RolloutStorage.zeros(args.num_steps, args.num_envs, state_dim, action_dim, device)
     seed = args.seed + 1000 * (start_iteration - 1)  # a resumed run meets new episodes
 
-    def make_collector(envs: slice) -> RolloutCollector:
-        return RolloutCollector(args, envs, tape_half_size, agent, storage, seed)
+    def make_collector(columns: slice) -> RolloutCollector:
+        envs = gym.vector.SyncVectorEnv([make_env(args, tape_half_size) for _ in range(columns.stop - columns.start)],
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        base = make_base_policy(args.base_policy, num_envs=envs.num_envs, act_scale=args.act_scale, **base_kwargs)
+        return RolloutCollector(args, envs, base, agent, storage, columns, seed)
 
     num_workers = min(args.num_envs, (os.cpu_count() or 1) if args.num_workers is None else args.num_workers)
     if num_workers and device.type != "cpu":
         print(f"collecting rollouts in this process: worker processes share the agent through CPU memory, not {device}")
         num_workers = 0
     if num_workers:
-        collector = RolloutWorkers(make_collector, agent, storage, num_workers, seed)
+        collector = RolloutWorkers(make_collector, args.num_envs, num_workers, [agent, *vars(storage).values()], seed)
     else:
         collector = make_collector(slice(0, args.num_envs))
     torch.set_num_threads(args.torch_threads)
@@ -663,7 +495,7 @@ def main(args: Args) -> pathlib.Path:
 
     start_time, steps_at_start = time.time(), global_step
     completed_iteration, completed_step = start_iteration - 1, global_step
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # treat `kill` like Ctrl-C
+    stop = StopSignals()  # Ctrl-C and SIGTERM both save a checkpoint and exit non-zero
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
             iteration_start = time.perf_counter()
@@ -675,7 +507,6 @@ def main(args: Args) -> pathlib.Path:
             stats = collector.collect(alpha, warmup)
             global_step += args.batch_size
             episode_successes = stats["successes"]
-
             # Generalized advantage estimation
             with torch.no_grad():
                 next_value = agent.get_value(storage.next_states).reshape(1, -1)
@@ -784,7 +615,8 @@ def main(args: Args) -> pathlib.Path:
                 writer.add_scalar("charts/episodic_return", np.mean(stats["returns"]), global_step)
                 writer.add_scalar("charts/episodic_length", np.mean(stats["lengths"]), global_step)
                 writer.add_scalar("residual/success_rate", np.mean(episode_successes), global_step)
-                writer.add_scalar("task/dist_to_goal", np.mean(stats["final_distances"]), global_step)
+                if not np.isnan(stats["final_distances"]).all():  # NaN: a simulation blow-up ended the episode
+                    writer.add_scalar("task/dist_to_goal", np.nanmean(stats["final_distances"]), global_step)
 
             remaining = (args.num_iterations - iteration) * args.batch_size / max(sps, 1)
             print(
@@ -799,24 +631,24 @@ def main(args: Args) -> pathlib.Path:
             is_last = iteration == args.num_iterations
             if args.eval_every and (iteration % args.eval_every == 0 or is_last):
                 record = args.capture_video
-                success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record, device)
+                success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record)
                 writer.add_scalar("eval/success_rate", success, global_step)
                 writer.add_scalar("eval/episodic_return", mean_return, global_step)
                 if record:
-                    write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video", global_step)
+                    write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video",
+                                global_step, so101_env.POLICY_HZ)
                 print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f}")
                 if (success, mean_return) > best_eval:  # ties on success go to the higher return
                     best_eval = (success, mean_return)
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(iteration))
-                save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(iteration))
-        save_checkpoint(run_dir / "checkpoints" / "final.pt", checkpoint_payload(completed_iteration))
-        print(f"saved {run_dir / 'checkpoints' / 'final.pt'}")
+                    save("best", iteration)
+                save("latest", iteration)
+        print(f"saved {save('final', completed_iteration)}")
     except KeyboardInterrupt:
         # Keep what the finished iterations learned; the interrupted rollout is dropped.
         global_step = completed_step
-        save_checkpoint(run_dir / "checkpoints" / "latest.pt", checkpoint_payload(completed_iteration))
-        print(f"\ninterrupted: saved {run_dir / 'checkpoints' / 'latest.pt'} (iteration {completed_iteration}); "
-              f"continue with --resume {run_dir / 'checkpoints' / 'latest.pt'}")
+        latest = save("latest", completed_iteration)
+        print(f"\ninterrupted: saved {latest} (iteration {completed_iteration}); continue with --resume {latest}")
+        raise SystemExit(stop.exit_status) from None
     finally:
         collector.close()
         writer.close()

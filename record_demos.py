@@ -8,6 +8,14 @@ Attempt j is reset with seed `seed + j`; by default only successful episodes are
 `--n-episodes` of them are recorded. The default seeds start at 100000, away from the seeds
 eval_policy.py uses (0, 1, ...), so a policy cloned from these demos is evaluated on new papers.
 
+The dataset is written beside `--output-dir` (`<dir>.tmp-<pid>-<random>`) and moved into place
+once complete with at least one episode; the exit status is non-zero when none was kept. The
+output directory may be new or empty; one that holds a LeRobot dataset is replaced only with
+`--overwrite`, and only after the new one is complete (a failed or interrupted recording leaves it
+as it was); any other non-empty directory is refused. Nothing the program did not write is deleted
+but the dataset `--overwrite` replaces. Ctrl-C keeps the episodes recorded so far when nothing
+is being replaced.
+
 DART-style noise (`--dart-noise-std`): Gaussian noise is added to the action the env executes,
 while the dataset keeps the demonstrator's own action as the label. The demonstrator then
 shows how it recovers from the small deviations a cloned policy will make. It is on by default
@@ -17,6 +25,7 @@ failed every episode once a residual's exploration noise (std 0.07) was added to
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -24,7 +33,8 @@ import numpy as np
 import torch
 import tyro
 
-from base_policies import BASE_POLICIES, act_with_cameras, base_policy_kwargs, make_base_policy
+import groot_base  # noqa: F401  registers the groot base, so it can demonstrate too
+from base_policies import BASE_POLICIES, base_policy_kwargs, camera_images, make_base_policy
 from lerobot_dataset import JOINT_UNITS, DatasetWriter
 from so101_env import SO101PaperSquareEnv
 
@@ -56,16 +66,47 @@ class Args:
     tape_half_size: float = 0.08
     """inner half-size of the tape square in metres"""
     overwrite: bool = False
-    """replace a dataset already in --output-dir"""
+    """replace the LeRobot dataset already in --output-dir, once the new one is complete"""
+
+
+TAPE_HALF_SIZE_RANGE = (0.02, 0.3)
+"""metres; the range SO101PaperSquareEnv accepts for tape_half_size"""
+
+
+def validate_args(args: Args) -> None:
+    """Refuse nonsense options with one message that names each of them."""
+    problems = []
+    if args.base_policy not in BASE_POLICIES:
+        problems.append(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
+    if args.units not in JOINT_UNITS:
+        problems.append(f"unknown --units {args.units!r}; choose one of {', '.join(JOINT_UNITS)}")
+    for name, value in [("n_episodes", args.n_episodes), ("max_attempts", args.max_attempts), ("seed", args.seed)]:
+        flag, least = "--" + name.replace("_", "-"), 0 if name == "seed" else 1
+        if value is None and name == "max_attempts":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            problems.append(f"{flag} must be an integer, got {value!r}")
+        elif value < least:
+            problems.append(f"{flag} must be at least {least}, got {value}")
+    low, high = TAPE_HALF_SIZE_RANGE
+    for name, value, ok, requirement in [
+        ("dart_noise_std", args.dart_noise_std, lambda x: x >= 0, "a finite number >= 0"),
+        ("act_scale", args.act_scale, lambda x: x > 0, "a finite number > 0 (radians per unit action)"),
+        ("tape_half_size", args.tape_half_size, lambda x: low <= x <= high, f"a finite number within [{low}, {high}] m"),
+    ]:
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            problems.append(f"{flag} must be {requirement}, got {value!r}")
+        elif not math.isfinite(value) or not ok(value):
+            problems.append(f"{flag} must be {requirement}, got {value}")
+    if problems:
+        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
 
 
 def main(args: Args) -> DatasetWriter:
-    if args.base_policy not in BASE_POLICIES:
-        raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
-    if args.units not in JOINT_UNITS:
-        raise SystemExit(f"unknown --units {args.units!r}; choose one of {', '.join(JOINT_UNITS)}")
-    if args.n_episodes < 1 or args.dart_noise_std < 0:
-        raise SystemExit("--n-episodes must be positive and --dart-noise-std non-negative")
+    """Record; returns the closed writer, whose `root` holds the new dataset. Exits non-zero
+    (SystemExit) when no episode was kept, or when interrupted."""
+    validate_args(args)
     torch.set_num_threads(1)  # an il demonstrator's small network runs fastest on one thread
     try:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
@@ -73,21 +114,54 @@ def main(args: Args) -> DatasetWriter:
         provenance = {"demonstrator": demonstrator.config(), "dart_noise_std": args.dart_noise_std,
                       "seed": args.seed, "tape_half_size": args.tape_half_size}
         writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"cannot record: {error}") from error
 
+    try:
+        interrupted = record_episodes(args, demonstrator, writer)
+        published = writer.close()
+    except BaseException:
+        writer.discard()  # what it wrote, only; --output-dir is left as it was
+        raise
+    old = "; the dataset already there is left as it was" if writer.replaces_dataset else ""
+    if interrupted and not published:
+        raise SystemExit(f"interrupted: nothing written to {args.output_dir}{old}")
+    if interrupted:
+        print(f"interrupted: wrote the {len(writer.lengths)} episodes recorded so far to {args.output_dir}")
+        raise SystemExit(130)
+    if not published:
+        raise SystemExit(
+            f"kept 0 episodes in {max_attempts(args)} attempts (the demonstrator never succeeded"
+            f"{'' if args.keep_failures else '; --keep-failures keeps failed episodes too'}): "
+            f"nothing written to {args.output_dir}{old}"
+        )
+    print(f"wrote {len(writer.lengths)} episodes ({sum(writer.lengths)} frames) to {args.output_dir}")
+    if len(writer.lengths) < args.n_episodes:
+        print(f"warning: only {len(writer.lengths)} of the {args.n_episodes} episodes asked for were kept; "
+              "raise --max-attempts for more")
+    return writer
+
+
+def max_attempts(args: Args) -> int:
+    return 5 * args.n_episodes if args.max_attempts is None else args.max_attempts
+
+
+def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
+    """Run attempts until `args.n_episodes` are kept or the attempts run out; returns whether
+    it was interrupted (Ctrl-C). An interruption while the dataset replaces an existing one
+    discards the recording here, so the old dataset stays."""
     env = SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size)
     noise = np.random.default_rng(args.seed)
-    max_attempts = args.max_attempts or 5 * args.n_episodes
+    attempt_limit = max_attempts(args)
     attempts, successes, start = 0, 0, time.perf_counter()
     try:
-        while len(writer.lengths) < args.n_episodes and attempts < max_attempts:
+        while len(writer.lengths) < args.n_episodes and attempts < attempt_limit:
             obs, _ = env.reset(seed=args.seed + attempts)
             demonstrator.reset()
             states, actions, rewards = [], [], []
             done = False
             while not done:
-                action = act_with_cameras(demonstrator, obs[None], lambda: [env.render_cameras()])[0]
+                action = demonstrator.act(obs[None], camera_images(demonstrator, lambda: [env.render_cameras()]))[0]
                 executed = action + noise.normal(0.0, args.dart_noise_std, action.shape) if args.dart_noise_std else action
                 states.append(obs)
                 actions.append(action)
@@ -106,12 +180,13 @@ def main(args: Args) -> DatasetWriter:
                     flush=True,
                 )
     except KeyboardInterrupt:
-        print("\ninterrupted: writing the meta files for the episodes recorded so far")
+        if writer.replaces_dataset:
+            writer.discard()  # an unfinished recording never replaces a dataset
+        print()
+        return True
     finally:
-        writer.close()
         env.close()
-    print(f"wrote {len(writer.lengths)} episodes ({sum(writer.lengths)} frames) to {args.output_dir}")
-    return writer
+    return False
 
 
 if __name__ == "__main__":

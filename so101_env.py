@@ -32,7 +32,6 @@ Run `python so101_env.py` for a short demo with the Jacobian base policy.
 from __future__ import annotations
 
 import ctypes.util
-import glob
 import math
 import os
 import pathlib
@@ -40,21 +39,99 @@ import sys
 from dataclasses import dataclass
 
 
-def _choose_headless_gl_backend() -> None:
-    """Pick MuJoCo's OpenGL backend before mujoco is imported: EGL on a GPU, else OSMesa.
-
-    A user's MUJOCO_GL or a running X display wins. The choice must happen before the first
-    `import mujoco` in the process, which is why it runs at import time of this module.
-    """
-    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY") or "mujoco" in sys.modules:
-        return  # the user's choice, a display, or too late: mujoco read MUJOCO_GL when imported
-    has_gpu = bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dri/renderD128")
-    backend = "egl" if has_gpu and ctypes.util.find_library("EGL") else "osmesa"
-    os.environ["MUJOCO_GL"] = backend
-    os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+# What each headless backend needs, for the error raised at the first render when none works.
+GL_PACKAGES = {
+    "egl": "EGL: a GPU driver with EGL (NVIDIA: libnvidia-gl; others: Mesa's libegl1 with libgl1-mesa-dri, "
+    "which also renders in software)",
+    "osmesa": "OSMesa software rendering: the system package libosmesa6 (Debian/Ubuntu: apt-get install -y libosmesa6)",
+    "glfw": "GLFW: a display (DISPLAY set) and the glfw library",
+}
+_gl_problem: str | None = None
+"""Why rendering cannot work in this process (set at import when no OpenGL backend can load)."""
 
 
-_choose_headless_gl_backend()
+def _egl_can_create_display() -> bool:
+    """True when libEGL initializes a device display, as MuJoCo's EGL backend does: a GPU driver or
+    Mesa's software device. Asked through ctypes, so nothing of OpenGL is imported if it fails."""
+    name = ctypes.util.find_library("EGL")
+    if name is None:
+        return False
+    try:
+        egl = ctypes.CDLL(name)
+        egl.eglGetProcAddress.restype = ctypes.c_void_p
+        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        query = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
+        get_display = egl.eglGetProcAddress(b"eglGetPlatformDisplayEXT")
+        if not query or not get_display:
+            return False
+        query_devices = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                                         ctypes.POINTER(ctypes.c_int))(query)
+        platform_display = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p)(get_display)
+        egl.eglInitialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        egl.eglTerminate.argtypes = [ctypes.c_void_p]
+        devices, count = (ctypes.c_void_p * 8)(), ctypes.c_int()
+        if not query_devices(8, devices, ctypes.byref(count)):
+            return False
+        for device in devices[: count.value]:
+            display = platform_display(0x313F, device, None)  # EGL_PLATFORM_DEVICE_EXT
+            if display and egl.eglInitialize(display, None, None):
+                egl.eglTerminate(display)
+                return True
+    except (OSError, AttributeError):
+        pass
+    return False
+
+
+def _backend_problem(backend: str) -> str | None:
+    """Why `backend` cannot load here, or None when it can (as far as can be told without importing it)."""
+    if backend in ("disable", "disabled", "off", "false", "0"):
+        return f"rendering is switched off by MUJOCO_GL={backend}"
+    if backend == "egl":
+        return None if _egl_can_create_display() else "EGL could not initialize a display"
+    if backend == "osmesa":
+        return None if ctypes.util.find_library("OSMesa") else "the OSMesa library (libOSMesa) is not installed"
+    if backend in ("glfw", "glx", ""):
+        return None
+    return f"MUJOCO_GL={backend!r} is not a MuJoCo OpenGL backend (use egl, osmesa or glfw)"
+
+
+def _choose_gl_backend() -> None:
+    """Pick MuJoCo's OpenGL backend before mujoco is imported, so that importing and stepping the
+    env never depend on OpenGL: only a render can fail, with `_gl_problem` as its message.
+
+    A user's MUJOCO_GL wins (if it cannot load, rendering fails and nothing else does); a display
+    means GLFW; headless, EGL where it can create a display (a GPU driver or Mesa's software EGL),
+    else OSMesa, else none. The choice is left in the environment for child processes."""
+    global _gl_problem
+    if "mujoco" in sys.modules:
+        return  # too late: mujoco read MUJOCO_GL when it was imported
+    requested = os.environ.get("MUJOCO_GL")
+    if requested == "disable" and os.environ.get("SO101_GL_PROBLEM"):  # a parent process found none
+        _gl_problem = os.environ["SO101_GL_PROBLEM"]
+    elif requested is not None:
+        problem = _backend_problem(requested.lower().strip())
+        if problem:
+            _gl_problem = f"{problem}. MUJOCO_GL={requested} needs {GL_PACKAGES.get(requested.lower().strip(), 'a valid backend name')}"
+    elif os.environ.get("DISPLAY"):
+        return
+    elif not _backend_problem("egl"):
+        os.environ["MUJOCO_GL"] = "egl"
+    elif not _backend_problem("osmesa"):
+        os.environ["MUJOCO_GL"] = "osmesa"
+    else:
+        _gl_problem = ("no headless OpenGL backend is available: install one of\n  "
+                       + "\n  ".join(GL_PACKAGES[name] for name in ("osmesa", "egl"))
+                       + "\nor set MUJOCO_GL to a backend that works here")
+    if _gl_problem is not None:
+        # mujoco imports its GL bindings at import time; a backend that cannot load would break
+        # `import mujoco` itself, so import it without rendering and report at the first render.
+        os.environ["MUJOCO_GL"] = "disable"
+        os.environ["SO101_GL_PROBLEM"] = _gl_problem
+    elif os.environ.get("MUJOCO_GL") in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+_choose_gl_backend()
 
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
@@ -75,8 +152,6 @@ PHYSICS_STEPS_PER_CONTROL = PHYSICS_HZ // CONTROL_HZ  # 2
 CONTROL_STEPS_PER_POLICY = CONTROL_HZ // POLICY_HZ  # 6
 PHYSICS_STEPS_PER_POLICY = PHYSICS_HZ // POLICY_HZ  # 12
 
-# Arm pose at reset: gripper tip above the table between paper and square, pointing down.
-HOME_QPOS = np.array([0.0, -0.47, 0.58, 1.45, 0.0, 0.0])
 # Nominal paper centre; the square's centre comes from the `goal` body of the XML.
 PAPER_NOMINAL_XY = np.array([0.20, 0.11])
 TAPE_WIDTH = 0.02
@@ -129,10 +204,12 @@ class SO101PaperSquareEnv(gym.Env):
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if act_scale <= 0:
-            raise ValueError(f"act_scale must be positive (radians per unit action), got {act_scale}")
+        if not 0 < act_scale <= 0.2:  # also refuses NaN
+            raise ValueError(f"act_scale must be within (0, 0.2] radians per unit action, got {act_scale}")
         if max_episode_steps <= 0:
             raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
+        if image_size < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
         self.render_mode = render_mode
         self.use_image_obs = use_image_obs
         self.image_size = image_size
@@ -163,6 +240,10 @@ class SO101PaperSquareEnv(gym.Env):
         self._pair_friction_nominal = m.pair_friction[0].copy()
         self._paper_mass_nominal = m.body_mass[self._paper_body]
         self._paper_inertia_nominal = m.body_inertia[self._paper_body].copy()
+        # Arm pose at reset, from the scene's `home` keyframe: tip above the table between paper
+        # and square, gripper pointing down.
+        self._home_key = m.key("home").id
+        self.home_qpos = m.key_qpos[self._home_key][self._arm_qpos].copy()
         self._interpolation = np.arange(1, CONTROL_STEPS_PER_POLICY + 1)[:, None] / CONTROL_STEPS_PER_POLICY
 
         mujoco.mj_forward(m, self.data)
@@ -183,8 +264,8 @@ class SO101PaperSquareEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(ACTION_DIM,), dtype=np.float32)
 
         self._renderer: mujoco.Renderer | None = None
-        self._target = HOME_QPOS.copy()
-        self._steps = 0
+        self._target = self.home_qpos.copy()
+        self._steps: int | None = None  # None until the first reset
         self.unstable_episodes = 0
         """Count of episodes truncated because the simulation blew up (NaN or MuJoCo warning)."""
 
@@ -233,7 +314,7 @@ class SO101PaperSquareEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         m, d = self.model, self.data
-        mujoco.mj_resetData(m, d)
+        mujoco.mj_resetDataKeyframe(m, d, self._home_key)  # arm at home, servos holding it
         r = self.randomization if self.randomize else Randomization(0.0, 0.0, 0.0, 0.0)
         rng = self.np_random
         offset = rng.uniform(-r.paper_xy, r.paper_xy, size=2)
@@ -248,9 +329,7 @@ class SO101PaperSquareEnv(gym.Env):
         d.qpos[pq : pq + 2] = PAPER_NOMINAL_XY + offset
         d.qpos[pq + 2] = self._paper_rest_height
         d.qpos[pq + 3 : pq + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
-        d.qpos[self._arm_qpos] = HOME_QPOS
-        d.ctrl[:] = HOME_QPOS
-        self._target = HOME_QPOS.copy()
+        self._target = self.home_qpos.copy()
         self._steps = 0
         mujoco.mj_forward(m, d)
 
@@ -263,6 +342,8 @@ class SO101PaperSquareEnv(gym.Env):
         return self._observation(), info
 
     def step(self, action):
+        if self._steps is None:
+            raise RuntimeError("call reset() before step(): the episode has not started")
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,):
             raise ValueError(
@@ -288,7 +369,8 @@ class SO101PaperSquareEnv(gym.Env):
             # the learner bootstrap from it as from any truncation.
             self.unstable_episodes += 1
             obs, _ = self.reset()
-            info = {"success": False, "dist_to_goal": 0.0, "orientation_error": 0.0, "sim_unstable": True}
+            # No distance was measured: NaN, so that no average mistakes the blow-up for a success.
+            info = {"success": False, "dist_to_goal": math.nan, "orientation_error": math.nan, "sim_unstable": True}
             return obs, 0.0, False, True, info
 
         success, distance, orientation_error = self._task_status()
@@ -325,6 +407,8 @@ class SO101PaperSquareEnv(gym.Env):
     # ------------------------------------------------------------------ rendering
     def _get_renderer(self) -> mujoco.Renderer:
         if self._renderer is None:
+            if _gl_problem is not None:
+                raise RuntimeError(_rendering_help(None))
             try:
                 self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
             except Exception as error:  # the GL backends raise several unrelated types
@@ -353,19 +437,14 @@ class SO101PaperSquareEnv(gym.Env):
             self._renderer = None
 
 
-def _rendering_help(error: Exception) -> str:
+def _rendering_help(error: Exception | None) -> str:
+    if _gl_problem is not None:
+        return f"MuJoCo cannot render in this process: {_gl_problem}."
     backend = os.environ.get("MUJOCO_GL", "glfw")
-    packages = {
-        "osmesa": "OSMesa software rendering needs the system package libosmesa6 "
-        "(Debian/Ubuntu: apt-get install -y libosmesa6)",
-        "egl": "EGL rendering needs a GPU driver with EGL (NVIDIA: libnvidia-gl / libegl1); "
-        "set MUJOCO_GL=osmesa to render in software instead",
-        "glfw": "GLFW rendering needs a display; unset DISPLAY or set MUJOCO_GL=osmesa or egl to render headless",
-    }
-    hint = packages.get(backend, "set MUJOCO_GL to egl or osmesa")
-    if "MUJOCO_GL" not in os.environ:
-        hint += "; mujoco was imported before so101_env could choose a headless backend: set MUJOCO_GL=osmesa (or egl)"
-    return f"MuJoCo could not create an offscreen renderer with MUJOCO_GL={backend} ({error}). {hint}."
+    hint = GL_PACKAGES.get(backend, "a valid backend name: egl, osmesa or glfw")
+    if backend == "osmesa" or backend == "egl":
+        hint += "; or set MUJOCO_GL to the other headless backend"
+    return f"MuJoCo could not create an offscreen renderer with MUJOCO_GL={backend} ({error}); it needs {hint}."
 
 
 if ENV_ID not in gym.registry:

@@ -27,17 +27,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
+from base_policies import make_base_policy
+from bc_policy import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ChunkPolicy
+from checkpoint_io import save_checkpoint  # atomic write: a crash leaves the previous file
+from episodes import run_episode
 from lerobot_dataset import read_dataset
-from ppo_residual_jacobian import save_checkpoint  # atomic write: a crash leaves the previous file
+from run_utils import create_run_dir, option_problems
 from so101_env import ACTION_DIM
-
-CHECKPOINT_FORMAT = "so101-bc-chunk"
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -82,35 +82,6 @@ class Args:
     """checkpoint path; default runs/<run>/checkpoints/bc.pt"""
 
 
-class ChunkPolicy(nn.Module):
-    """MLP: normalized state -> chunk of normalized actions; carries its normalization buffers."""
-
-    def __init__(self, state_dim: int, chunk_size: int, hidden_size: int, num_hidden_layers: int):
-        super().__init__()
-        self.chunk_size = chunk_size
-        layers, width = [], state_dim
-        for _ in range(num_hidden_layers):
-            layers += [nn.Linear(width, hidden_size), nn.GELU()]
-            width = hidden_size
-        layers.append(nn.Linear(width, chunk_size * ACTION_DIM))
-        self.net = nn.Sequential(*layers)
-        for name in ("state_mean", "state_std"):
-            self.register_buffer(name, torch.zeros(state_dim))
-        for name in ("action_mean", "action_std"):
-            self.register_buffer(name, torch.zeros(ACTION_DIM))
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """Raw states (B, D) -> standardized action chunks (B, chunk_size, 6)."""
-        normalized = ((states - self.state_mean) / self.state_std).clamp(-10.0, 10.0)
-        return self.net(normalized).view(-1, self.chunk_size, ACTION_DIM)
-
-    @torch.no_grad()
-    def predict(self, states: np.ndarray) -> np.ndarray:
-        """States (B, D) -> action chunks (B, chunk_size, 6) in the env's normalized units."""
-        chunks = self(torch.as_tensor(states, dtype=torch.float32)) * self.action_std + self.action_mean
-        return chunks.clamp(-1.0, 1.0).numpy()
-
-
 def make_chunks(actions: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     """For each step t of one episode, actions t .. t+chunk_size-1 and a mask of those that exist."""
     length = len(actions)
@@ -119,39 +90,17 @@ def make_chunks(actions: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.nd
     return padded[index], index < length
 
 
-def load_bc_checkpoint(path: str | os.PathLike, state_dim: int) -> tuple[ChunkPolicy, dict]:
-    """Load a checkpoint written by this script for states of size `state_dim`; ValueError if unusable."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BC checkpoint {path} does not exist; train one with train_bc.py")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"BC checkpoint {path} cannot be read (truncated or corrupted file?): {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a BC checkpoint written by train_bc.py (format {CHECKPOINT_FORMAT!r})")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"BC checkpoint {path} has format version {checkpoint.get('version')}; this code reads version "
-            f"{CHECKPOINT_VERSION}: retrain it with this train_bc.py"
-        )
-    if checkpoint["state_dim"] != state_dim or checkpoint["action_dim"] != ACTION_DIM:
-        raise ValueError(
-            f"BC checkpoint {path} maps states of size {checkpoint['state_dim']} to actions of size "
-            f"{checkpoint['action_dim']}; this environment needs {state_dim} -> {ACTION_DIM} "
-            f"(a dataset without observation.environment_state gives a joints-only policy)"
-        )
-    policy = ChunkPolicy(state_dim, checkpoint["chunk_size"], checkpoint["hidden_size"], checkpoint["num_hidden_layers"])
-    policy.load_state_dict(checkpoint["model"])
-    return policy.eval(), checkpoint
-
-
 def main(args: Args) -> pathlib.Path:
-    if not 1 <= args.chunk_steps <= args.chunk_size:
-        raise SystemExit(f"--chunk-steps must be within [1, --chunk-size={args.chunk_size}], got {args.chunk_steps}")
-    if not 0 <= args.val_fraction < 1:
-        raise SystemExit(f"--val-fraction must be within [0, 1), got {args.val_fraction}")
-    run_dir = pathlib.Path(args.run_dir) / f"{args.exp_name}__{args.seed}__{int(time.time())}"
+    problems = option_problems(
+        args,
+        at_least=dict(torch_threads=1, chunk_size=1, chunk_steps=1, hidden_size=1, num_hidden_layers=0, batch_size=1,
+                      num_updates=1, log_every=1, eval_episodes=0, weight_decay=0.0, val_fraction=0.0),
+        above=dict(act_scale=0.0, learning_rate=0.0),
+        at_most=dict(chunk_steps=args.chunk_size, act_scale=0.2, val_fraction=0.9),
+    )
+    if problems:
+        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+    run_dir = create_run_dir(args.run_dir, f"{args.exp_name}__{args.seed}__{int(time.time())}")
     output = pathlib.Path(args.output) if args.output else run_dir / "checkpoints" / "bc.pt"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -251,9 +200,6 @@ def main(args: Args) -> pathlib.Path:
     if args.eval_episodes and state_dim != so101_env.STATE_DIM:
         print(f"no env evaluation: the env needs states of size {so101_env.STATE_DIM}, this policy reads {state_dim}")
     elif args.eval_episodes:
-        from base_policies import make_base_policy
-        from eval_policy import run_episode
-
         base = make_base_policy("il", num_envs=1, act_scale=act_scale, checkpoint=str(output))
         env = so101_env.SO101PaperSquareEnv(act_scale=act_scale)
         # Seeds far from eval_policy's 0..99 and record_demos' range.

@@ -112,7 +112,7 @@ def test_reward_of_hand_built_state_matches_formula():
 def test_observation_layout(env):
     obs, _ = env.reset(seed=3)
     assert obs.shape == (25,) and obs.dtype == np.float32
-    np.testing.assert_allclose(obs[0:6], so101_env.HOME_QPOS, atol=1e-6)
+    np.testing.assert_allclose(obs[0:6], env.home_qpos, atol=1e-6)
     paper = env.data.xpos[env._paper_body]
     np.testing.assert_allclose(obs[12:15], paper, atol=1e-6)
     np.testing.assert_allclose(obs[19:22], env.data.site_xpos[env._tip_site], atol=1e-6)

@@ -91,9 +91,13 @@ def test_garbage_checkpoint_is_refused(tmp_path):
     "argv, message",
     [
         (["--alpha", "-0.1"], "--alpha must be within"),
-        (["--num-steps", "-4"], "--num-steps must be positive"),
+        (["--num-steps", "-4"], "--num-steps must be at least 1"),
+        (["--act-scale", "nan"], "--act-scale must be a finite number"),
+        (["--learning-rate", "inf"], "--learning-rate must be a finite number"),
+        (["--eval-episodes", "0"], "--eval-episodes must be at least 1"),
+        (["--num-envs", "10000"], r"--num-envs must be within \[1, 256\]"),
         (["--base-policy", "nonsense"], "is unknown"),
-        (["--num-envs", "0"], "--num-envs must be positive"),
+        (["--num-envs", "0"], r"--num-envs must be within \[1, 256\]"),
     ],
 )
 def test_training_cli_rejects_nonsense(argv, message):

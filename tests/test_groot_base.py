@@ -20,10 +20,11 @@ import eval_policy
 import ppo_residual_groot as ppo
 import ppo_residual_jacobian
 import so101_env
-from base_policies import _resize_frames, act_with_cameras, groot_joint_units, make_base_policy
+from base_policies import camera_images, make_base_policy
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     checkpoint_dir, one_torch_thread, stats, tokenizer_dir, write_checkpoint,
 )
+from groot_base import _resize_frames, groot_joint_units
 from groot_n15 import GR00TN15, GR00TServer
 from lerobot_dataset import units_to_radians
 from so101_env import SO101PaperSquareEnv
@@ -133,7 +134,7 @@ def test_one_model_serves_any_number_of_envs(base, checkpoint_dir, tokenizer_dir
     assert shared.act(start_states(1), random_images(1)).shape == (1, 6)
 
 
-def test_act_with_cameras_renders_only_when_a_chunk_is_needed(base):
+def test_cameras_are_rendered_only_when_a_chunk_is_needed(base):
     renders = []
 
     def render():
@@ -144,10 +145,10 @@ def test_act_with_cameras_renders_only_when_a_chunk_is_needed(base):
     states = start_states()
     base.reset()
     for _ in range(2 * base.chunk_steps):
-        act_with_cameras(base, states, render)
+        base.act(states, camera_images(base, render))
     assert len(renders) == 2
     jacobian = make_base_policy("jacobian", 1)
-    act_with_cameras(jacobian, states[:1], render)
+    jacobian.act(states[:1], camera_images(jacobian, render))
     assert len(renders) == 2
 
 
@@ -300,7 +301,7 @@ def test_training_writes_checkpoints_groot_scalars_and_video(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     final = ppo.load_checkpoint(trained_run / "checkpoints" / "final.pt", base_policy="groot")
-    assert final["script"] == "ppo_residual_groot" and final["iteration"] == 2 and final["global_step"] == 64
+    assert final["trainer"] == "ppo_residual_groot.py" and final["iteration"] == 2 and final["global_step"] == 64
     assert final["base_config"]["name"] == "groot" and final["base_config"]["chunk_steps"] == 8
     assert len(list((trained_run / "videos").glob("*.mp4"))) == 1
     events = EventAccumulator(str(trained_run), size_guidance={"images": 0})
@@ -349,5 +350,7 @@ def test_training_scripts_reject_bad_groot_arguments():
         ppo.validate_args(ppo.Args(groot_backend="http"))
     with pytest.raises(SystemExit, match=r"--chunk-steps must be within \[1, 16\]"):
         ppo.validate_args(ppo.Args(chunk_steps=0))
+    with pytest.raises(SystemExit, match=r"--chunk-steps must be within \[1, 16\]"):
+        ppo.validate_args(ppo.Args(chunk_steps=17))
     with pytest.raises(SystemExit, match="--base-policy groot needs camera images: train it with ppo_residual_groot.py"):
         ppo_residual_jacobian.validate_args(ppo_residual_jacobian.Args(base_policy="groot"))

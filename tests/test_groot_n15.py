@@ -200,8 +200,8 @@ def test_full_size_architecture_matches_the_real_checkpoint_keys():
         key, count, shape = line.split("\t")
         expected[key] = (int(count), tuple(int(d) for d in re.findall(r"\d+", shape)))
     assert {k: (len(v), v[0]) for k, v in collapsed.items()} == expected
-    assert len(state) == 899  # §1.4, with lm_head
-    assert sum(p.numel() for p in model.parameters()) == 2_413_522_880  # unique (lm_head tied), §6
+    assert len(state) == 899  # as in the Isaac checkpoint, lm_head included
+    assert sum(p.numel() for p in model.parameters()) == 2_413_522_880  # unique parameters (lm_head is tied)
     blocks = model.action_head.model.transformer_blocks
     assert blocks[0].attn1.to_k.weight.shape == (1536, 2048)  # even blocks cross-attend to the VL tokens
     assert blocks[1].attn1.to_k.weight.shape == (1536, 1536)  # odd blocks self-attend

@@ -11,6 +11,7 @@ import torch
 import eval_policy
 import ppo_residual_jacobian as ppo
 import record_demos
+import bc_policy
 import train_bc
 from base_policies import ILBasePolicy, base_policy_kwargs, make_base_policy, parse_hybrid_spec
 from lerobot_dataset import JOINT_UNITS, joint_ranges, radians_to_units, read_dataset, units_to_radians
@@ -110,12 +111,12 @@ def test_checkpoint_round_trip(checkpoint):
     assert saved["format"] == train_bc.CHECKPOINT_FORMAT and saved["version"] == train_bc.CHECKPOINT_VERSION
     assert (saved["state_dim"], saved["action_dim"], saved["chunk_size"]) == (25, 6, 4)
     assert saved["args"]["num_updates"] == 30 and saved["dataset"]["units"] == "degrees"
-    policy, _ = train_bc.load_bc_checkpoint(checkpoint, 25)
+    policy, _ = bc_policy.load_bc_checkpoint(checkpoint, 25)
     assert torch.all(policy.state_std > 0) and torch.all(policy.action_std > 0)
     states = np.random.default_rng(0).normal(size=(3, 25))
     chunks = policy.predict(states)
     assert chunks.shape == (3, 4, 6) and np.abs(chunks).max() <= 1.0
-    again, _ = train_bc.load_bc_checkpoint(checkpoint, 25)
+    again, _ = bc_policy.load_bc_checkpoint(checkpoint, 25)
     np.testing.assert_array_equal(again.predict(states), chunks)
 
 

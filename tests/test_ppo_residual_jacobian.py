@@ -11,6 +11,7 @@ import torch
 import eval_policy
 import ppo_residual_jacobian as ppo
 from base_policies import make_base_policy
+from rollout_workers import RolloutWorkers
 from so101_env import SO101PaperSquareEnv
 
 TINY = dict(
@@ -96,16 +97,28 @@ def short_episode_env(args, tape_half_size):
     )
 
 
-def test_rollout_workers_collect_what_one_process_collects(monkeypatch):
-    monkeypatch.setattr(ppo, "make_env", short_episode_env)  # episodes end and reset within the rollout
+def tiny_collector_factory(args, agent, storage):
+    """make_collector(columns) as the script builds it, with 15-step episodes."""
+    import gymnasium as gym
+
+    def make(columns):
+        envs = gym.vector.SyncVectorEnv([short_episode_env(args, 0.1) for _ in range(columns.stop - columns.start)],
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        base = make_base_policy("jacobian", num_envs=envs.num_envs)
+        return ppo.RolloutCollector(args, envs, base, agent, storage, columns, seed=5)
+
+    return make
+
+
+def test_rollout_workers_collect_what_one_process_collects():
     args = ppo.Args(num_envs=3, num_steps=40, hidden_size=16)
     agent = ppo.Agent(25, 6, hidden_size=16)
 
     def collect(num_workers):
         storage = ppo.RolloutStorage.zeros(args.num_steps, args.num_envs, 25, 6, "cpu")
-        make = lambda envs: ppo.RolloutCollector(args, envs, 0.1, agent, storage, seed=5)  # noqa: E731
+        make = tiny_collector_factory(args, agent, storage)
         if num_workers:
-            collector = ppo.RolloutWorkers(make, agent, storage, num_workers, seed=5)
+            collector = RolloutWorkers(make, args.num_envs, num_workers, [agent, *vars(storage).values()], seed=5)
         else:
             collector = make(slice(0, args.num_envs))
         # Critic warm-up rollouts act with the residual mean: no sampling, so the two must agree.
@@ -126,17 +139,17 @@ def test_a_failing_rollout_worker_reports_its_error(monkeypatch):
     def make(envs):
         raise ValueError("no such base")
 
-    broadcast = ppo.RolloutWorkers._broadcast
+    broadcast = RolloutWorkers._broadcast
 
     def after_the_workers_exited(self, *args):
         time.sleep(0.5)  # the failed workers have sent their error and closed their pipe ends
         return broadcast(self, *args)
 
-    monkeypatch.setattr(ppo.RolloutWorkers, "_broadcast", after_the_workers_exited)
+    monkeypatch.setattr(RolloutWorkers, "_broadcast", after_the_workers_exited)
 
     with pytest.raises(RuntimeError, match="rollout worker failed(.|\n)*ValueError: no such base"):
         storage = ppo.RolloutStorage.zeros(4, 2, 25, 6, "cpu")
-        ppo.RolloutWorkers(make, ppo.Agent(25, 6, hidden_size=16), storage, num_workers=2, seed=0)
+        RolloutWorkers(make, 2, 2, [ppo.Agent(25, 6, hidden_size=16), *vars(storage).values()], seed=0)
 
 
 def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
@@ -144,7 +157,10 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch
         raise KeyboardInterrupt  # as if Ctrl-C arrived during the first evaluation
 
     monkeypatch.setattr(ppo, "evaluate", interrupt)
-    run_dir = ppo.main(ppo.Args(run_dir=str(tmp_path), seed=4, **TINY))
+    with pytest.raises(SystemExit) as stopped:
+        ppo.main(ppo.Args(run_dir=str(tmp_path), seed=4, **TINY))
+    assert stopped.value.code == 130  # as a shell reports Ctrl-C: not a success
+    (run_dir,) = tmp_path.iterdir()
     latest = run_dir / "checkpoints" / "latest.pt"
     saved = ppo.load_checkpoint(latest)
     assert saved["iteration"] == 1 and saved["global_step"] == 64
@@ -208,7 +224,7 @@ def test_eval_refuses_checkpoint_for_another_base(trained_run):
     "overrides, message",
     [
         (dict(alpha=1.5), "--alpha must be within"),
-        (dict(total_timesteps=-5), "--total-timesteps must be positive"),
+        (dict(total_timesteps=-5), "--total-timesteps must be at least 1"),
         (dict(base_policy="groot9"), "--base-policy 'groot9' is unknown"),
         (dict(learning_rate=0.0), "--learning-rate must be positive"),
     ],
