@@ -26,7 +26,7 @@ The residual-magnitude penalty of residual RL is added by the training scripts, 
 the only ones that know the residual. Success: all four paper corners inside the tape square
 with the paper lying on the table.
 
-Run `python so101_env.py` for a short demo with the Jacobian base policy.
+Run `python so101_env.py` for a short demo with random actions.
 """
 
 from __future__ import annotations
@@ -454,17 +454,14 @@ if ENV_ID not in gym.registry:
 if __name__ == "__main__":
     import time
 
-    from base_policies import make_base_policy
-
+    # A short demo with random joint-delta actions: the env, its reward and its speed. For a policy
+    # that does the task, see `python eval_policy.py --base-policy jacobian`.
     env = SO101PaperSquareEnv()
-    policy = make_base_policy("jacobian", num_envs=1)
     for episode in range(3):
         obs, _ = env.reset(seed=episode)
-        policy.reset()
         total, start = 0.0, time.perf_counter()
         for step in range(env.max_episode_steps):
-            action = policy.act(obs[None])[0]
-            obs, reward, terminated, truncated, info = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
             total += reward
             if terminated or truncated:
                 break

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from groot_n15 import GR00TN15
 
-# config.json of nvidia/GR00T-N1.5-3B as the facts file quotes it (§1.5), fields the model reads.
+# config.json of nvidia/GR00T-N1.5-3B: the fields the model reads.
 REAL_CONFIG = {
     "model_type": "gr00t_n1_5", "action_horizon": 16, "action_dim": 32,
     "backbone_cfg": {"select_layer": 12, "project_to_dim": None, "tune_llm": False, "tune_visual": True},
