@@ -426,7 +426,9 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     return float(np.mean([r.success for r in records])), float(np.mean([r.reward for r in records])), frames
 
 
-def main(args: Args) -> pathlib.Path:
+def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
+    """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
+    for this run alone, or the resumed run's."""
     resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
     if resume is not None:
         args, ignored = resume_options(args, resume["args"], Args())
@@ -446,6 +448,11 @@ def main(args: Args) -> pathlib.Path:
     else:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__groot__{args.seed}__{int(time.time())}"
         run_dir = create_run_dir(args.run_dir, run_name)
+    return args, resume, run_dir
+
+
+def main(args: Args) -> pathlib.Path:
+    args, resume, run_dir = prepare_run(args)
     if args.track:
         import wandb
 
@@ -618,23 +625,18 @@ def main(args: Args) -> pathlib.Path:
                 recent_successes = []
 
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/alpha", alpha, global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/rollout_seconds", rollout_seconds, global_step)
-            writer.add_scalar("charts/update_seconds", update_seconds, global_step)
-            writer.add_scalar("curriculum/tape_half_size", tape_half_size, global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", np.mean(clipfracs) if clipfracs else 0.0, global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("residual/penalty", float(np.mean(stats["penalties"])), global_step)
-            writer.add_scalar("residual/mean_abs", b_residuals.abs().mean().item(), global_step)
-            writer.add_scalar("residual/std", agent.actor_logstd.exp().mean().item(), global_step)
-            writer.add_scalar("charts/unstable_episodes", stats["unstable"], global_step)
+            scalars = {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/alpha": alpha, "charts/SPS": sps,
+                "charts/rollout_seconds": rollout_seconds, "charts/update_seconds": update_seconds,
+                "charts/unstable_episodes": stats["unstable"], "curriculum/tape_half_size": tape_half_size,
+                "losses/value_loss": v_loss.item(), "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(),
+                "losses/approx_kl": approx_kl.item(), "losses/clipfrac": np.mean(clipfracs) if clipfracs else 0.0,
+                "losses/explained_variance": explained_var, "residual/penalty": float(np.mean(stats["penalties"])),
+                "residual/mean_abs": b_residuals.abs().mean().item(), "residual/std": agent.actor_logstd.exp().mean().item(),
+            }
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step)
             inference_time = float(np.mean(base.inference_seconds)) if base.inference_seconds else float("nan")
             if base.inference_seconds:
                 writer.add_scalar("groot/inference_time", inference_time, global_step)

@@ -374,6 +374,26 @@ class RolloutCollector:
         self.envs.close()
 
 
+def make_rollout_collector(args: Args, agent: Agent, storage: RolloutStorage, tape_half_size: float, seed: int):
+    """A RolloutCollector over all envs in this process, or one per slice of the envs in worker processes."""
+
+    def make_collector(columns: slice) -> RolloutCollector:
+        envs = gym.vector.SyncVectorEnv([make_env(args, tape_half_size) for _ in range(columns.stop - columns.start)],
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+        base = make_base_policy(args.base_policy, num_envs=envs.num_envs, act_scale=args.act_scale, **base_kwargs)
+        return RolloutCollector(args, envs, base, agent, storage, columns, seed)
+
+    num_workers = min(args.num_envs, (os.cpu_count() or 1) if args.num_workers is None else args.num_workers)
+    device = storage.states.device
+    if num_workers and device.type != "cpu":
+        print(f"collecting rollouts in this process: worker processes share the agent through CPU memory, not {device}")
+        num_workers = 0
+    if num_workers:
+        return RolloutWorkers(make_collector, args.num_envs, num_workers, [agent, *vars(storage).values()], seed)
+    return make_collector(slice(0, args.num_envs))
+
+
 def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
     env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size,
@@ -392,7 +412,9 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     return float(np.mean([r.success for r in records])), float(np.mean([r.reward for r in records])), frames
 
 
-def main(args: Args) -> pathlib.Path:
+def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
+    """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
+    for this run alone, or the resumed run's."""
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
         if BASE_POLICIES.get(resume["base_config"]["name"], None) is None or resume["args"].get("groot_model"):
@@ -415,6 +437,11 @@ def main(args: Args) -> pathlib.Path:
     else:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__{args.base_policy}__{args.seed}__{int(time.time())}"
         run_dir = create_run_dir(args.run_dir, run_name)
+    return args, resume, run_dir
+
+
+def main(args: Args) -> pathlib.Path:
+    args, resume, run_dir = prepare_run(args)
     if args.track:
         import wandb
 
@@ -475,20 +502,7 @@ def main(args: Args) -> pathlib.Path:
     storage = RolloutStorage.zeros(args.num_steps, args.num_envs, state_dim, action_dim, device)
     seed = args.seed + 1000 * (start_iteration - 1)  # a resumed run meets new episodes
 
-    def make_collector(columns: slice) -> RolloutCollector:
-        envs = gym.vector.SyncVectorEnv([make_env(args, tape_half_size) for _ in range(columns.stop - columns.start)],
-                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        base = make_base_policy(args.base_policy, num_envs=envs.num_envs, act_scale=args.act_scale, **base_kwargs)
-        return RolloutCollector(args, envs, base, agent, storage, columns, seed)
-
-    num_workers = min(args.num_envs, (os.cpu_count() or 1) if args.num_workers is None else args.num_workers)
-    if num_workers and device.type != "cpu":
-        print(f"collecting rollouts in this process: worker processes share the agent through CPU memory, not {device}")
-        num_workers = 0
-    if num_workers:
-        collector = RolloutWorkers(make_collector, args.num_envs, num_workers, [agent, *vars(storage).values()], seed)
-    else:
-        collector = make_collector(slice(0, args.num_envs))
+    collector = make_rollout_collector(args, agent, storage, tape_half_size, seed)
     torch.set_num_threads(args.torch_threads)
     states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals
     logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values
@@ -594,23 +608,18 @@ def main(args: Args) -> pathlib.Path:
                 recent_successes = []
 
             sps = int((global_step - steps_at_start) / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/alpha", alpha, global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/rollout_seconds", rollout_seconds, global_step)
-            writer.add_scalar("charts/update_seconds", update_seconds, global_step)
-            writer.add_scalar("curriculum/tape_half_size", tape_half_size, global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", np.mean(clipfracs) if clipfracs else 0.0, global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("residual/penalty", float(np.mean(stats["penalties"])), global_step)
-            writer.add_scalar("residual/mean_abs", b_residuals.abs().mean().item(), global_step)
-            writer.add_scalar("residual/std", agent.actor_logstd.exp().mean().item(), global_step)
-            writer.add_scalar("charts/unstable_episodes", stats["unstable"], global_step)
+            scalars = {
+                "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/alpha": alpha, "charts/SPS": sps,
+                "charts/rollout_seconds": rollout_seconds, "charts/update_seconds": update_seconds,
+                "charts/unstable_episodes": stats["unstable"], "curriculum/tape_half_size": tape_half_size,
+                "losses/value_loss": v_loss.item(), "losses/policy_loss": pg_loss.item(),
+                "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(),
+                "losses/approx_kl": approx_kl.item(), "losses/clipfrac": np.mean(clipfracs) if clipfracs else 0.0,
+                "losses/explained_variance": explained_var, "residual/penalty": float(np.mean(stats["penalties"])),
+                "residual/mean_abs": b_residuals.abs().mean().item(), "residual/std": agent.actor_logstd.exp().mean().item(),
+            }
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step)
             if episode_successes:
                 writer.add_scalar("charts/episodic_return", np.mean(stats["returns"]), global_step)
                 writer.add_scalar("charts/episodic_length", np.mean(stats["lengths"]), global_step)

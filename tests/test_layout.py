@@ -1,0 +1,249 @@
+"""The project's layout: who imports whom among the top-level modules, and the size of the trainers.
+
+Scripts (the trainers, the evaluator, the recorders) are leaves: nothing imports them, so that a
+change to a script's options or its `main` never breaks another entry point. The modules form a
+graph without cycles, imported by name only (no `importlib.import_module`, no `__import__`), so
+this test sees every edge. The two PPO trainers share their code through modules: the Jacobian
+trainer's `main` stays short and the GR00T trainer stays a small diff of it.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+SCRIPTS = {"ppo_residual_jacobian", "ppo_residual_groot", "eval_policy", "train_bc", "record_demos", "benchmark"}
+OPTIONAL_SCRIPTS = {"finetune_groot"}
+"""Scripts that may not exist; any module named ppo_* is a script too."""
+
+MAIN_MAX_LINES = 230
+"""Most lines (end_lineno - lineno) of ppo_residual_jacobian.main."""
+TRAINER_DIFF_MAX_LINES = 250
+"""Most changed lines ('+' or '-') between ppo_residual_jacobian.py and ppo_residual_groot.py."""
+
+
+# ---------------------------------------------------------------------- helpers
+def project_modules() -> dict[str, pathlib.Path]:
+    """Top-level modules of the repository (tests/ excluded), by module name."""
+    return {path.stem: path for path in sorted(ROOT.glob("*.py"))}
+
+
+def script_names(modules) -> set[str]:
+    return {name for name in modules if name in SCRIPTS | OPTIONAL_SCRIPTS or name.startswith("ppo_")}
+
+
+@functools.lru_cache(maxsize=None)
+def parse(path: pathlib.Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
+    """(top-level module name, line) of every absolute import in `tree`, wherever it is: module
+    level, inside functions, in `if __name__ == "__main__":` blocks, in try/except."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name.split(".")[0], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], node.lineno))
+    return found
+
+
+def import_graph(modules: dict[str, pathlib.Path]) -> dict[str, dict[str, int]]:
+    """module -> {project module it imports: line of the first such import}."""
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges: dict[str, int] = {}
+        for target, line in imported_modules(parse(path)):
+            if target in modules and target != name:
+                edges.setdefault(target, line)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
+    """A cycle of `graph` as [a, b, ..., a], or None when it has none (depth-first search)."""
+    state: dict[str, str] = {}  # "active" while on the current path, "done" after
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "active"
+        path.append(node)
+        for target in sorted(graph.get(node, {})):
+            if state.get(target) == "active":
+                return path[path.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def describe_chain(cycle: list[str], graph: dict[str, dict[str, int]]) -> str:
+    return " -> ".join(
+        f"{a}.py (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:])
+    ) + f" -> {cycle[-1]}.py"
+
+
+def dynamic_imports(tree: ast.AST) -> list[tuple[str, int]]:
+    """(call, line) of every importlib.import_module / import_module / __import__ call."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in ("__import__", "import_module"):
+            found.append((func.id, node.lineno))
+        elif isinstance(func, ast.Attribute) and func.attr in ("__import__", "import_module"):
+            found.append((ast.unparse(func), node.lineno))
+    return found
+
+
+def changed_lines(a: list[str], b: list[str]) -> int:
+    """Lines added or removed between `a` and `b`, as `diff -u` counts them (headers excluded)."""
+    diff = list(difflib.unified_diff(a, b, lineterm="", n=0))[2:]  # past the "---" and "+++" headers
+    return sum(1 for line in diff if line.startswith(("+", "-")))
+
+
+def top_level_function(tree: ast.Module, name: str) -> ast.FunctionDef | None:
+    return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+
+
+# ---------------------------------------------------------------------- the helpers can fail
+def test_imports_are_found_wherever_they_are():
+    tree = ast.parse(
+        "import os\n"
+        "import alpha.sub as a\n"
+        "def f():\n"
+        "    from beta import x\n"
+        "try:\n"
+        "    import gamma\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "from . import delta\n"
+        "if __name__ == '__main__':\n"
+        "    import epsilon\n"
+    )
+    assert sorted(imported_modules(tree), key=lambda found: found[1]) == [
+        ("os", 1), ("alpha", 2), ("beta", 4), ("gamma", 6), ("epsilon", 11)]  # not the relative import
+
+
+def test_find_cycle_reports_a_readable_chain():
+    graph = {"a": {"b": 3}, "b": {"c": 7}, "c": {"a": 9}, "d": {"a": 1}}
+    cycle = find_cycle(graph)
+    assert cycle == ["a", "b", "c", "a"]
+    assert describe_chain(cycle, graph) == "a.py (line 3) -> b.py (line 7) -> c.py (line 9) -> a.py"
+    assert find_cycle({"a": {"b": 1}, "b": {}, "c": {"a": 2, "b": 3}}) is None
+
+
+def test_dynamic_imports_are_found():
+    tree = ast.parse(
+        "import importlib\n"
+        "from importlib import import_module\n"
+        "m = importlib.import_module('x')\n"
+        "n = import_module('y')\n"
+        "def f():\n"
+        "    return __import__('z')\n"
+    )
+    assert sorted(dynamic_imports(tree), key=lambda c: c[1]) == [
+        ("importlib.import_module", 3), ("import_module", 4), ("__import__", 6)]
+
+
+def test_changed_lines_counts_only_changes():
+    assert changed_lines(["a", "b", "c"], ["a", "b", "c"]) == 0
+    assert changed_lines(["a", "b", "c"], ["a", "x", "c", "d"]) == 3  # -b +x +d
+    assert changed_lines(["+++ x", "--- y"], []) == 2  # content lines that look like headers count
+
+
+# ---------------------------------------------------------------------- the project
+def test_listed_scripts_exist():
+    modules = project_modules()
+    missing = sorted(SCRIPTS - set(modules))
+    assert not missing, f"scripts listed in tests/test_layout.py but not in the repository: {missing}; update SCRIPTS"
+
+
+def test_no_module_imports_a_script():
+    modules = project_modules()
+    scripts = script_names(modules)
+    graph = import_graph(modules)
+    offenders = [
+        f"{name}.py line {line} imports the script {target}.py"
+        for name, edges in sorted(graph.items())
+        for target, line in sorted(edges.items())
+        if target in scripts
+    ]
+    assert not offenders, (
+        "scripts are leaves; move what is shared into a module:\n  " + "\n  ".join(offenders))
+
+
+def test_import_graph_has_no_cycle():
+    graph = import_graph(project_modules())
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {describe_chain(cycle, graph)}"
+
+
+def test_no_dynamic_imports():
+    offenders = [
+        f"{name}.py line {line}: {call}(...)"
+        for name, path in project_modules().items()
+        for call, line in dynamic_imports(parse(path))
+    ]
+    assert not offenders, (
+        "import project code by name, so the import graph is visible:\n  " + "\n  ".join(offenders))
+
+
+def test_jacobian_main_is_short():
+    tree = parse(ROOT / "ppo_residual_jacobian.py")
+    main = top_level_function(tree, "main")
+    assert main is not None, "ppo_residual_jacobian.py has no top-level main()"
+    length = main.end_lineno - main.lineno
+    assert length <= MAIN_MAX_LINES, (
+        f"ppo_residual_jacobian.main spans {length} lines (lines {main.lineno}-{main.end_lineno}); "
+        f"at most {MAIN_MAX_LINES}: move the parts the trainers share into modules")
+
+
+def test_jacobian_trainer_steps_the_vector_env():
+    tree = parse(ROOT / "ppo_residual_jacobian.py")
+    calls = [
+        node for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "step"
+        and ((isinstance(node.func.value, ast.Name) and node.func.value.id == "envs")
+             or (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "envs"))
+    ]
+    assert calls, "ppo_residual_jacobian.py never calls envs.step(...) / self.envs.step(...)"
+
+
+def test_groot_trainer_is_a_small_diff_of_the_jacobian_trainer():
+    jacobian = (ROOT / "ppo_residual_jacobian.py").read_text(encoding="utf-8").splitlines()
+    groot = (ROOT / "ppo_residual_groot.py").read_text(encoding="utf-8").splitlines()
+    changed = changed_lines(jacobian, groot)
+    assert changed < TRAINER_DIFF_MAX_LINES, (
+        f"ppo_residual_groot.py differs from ppo_residual_jacobian.py in {changed} lines "
+        f"(limit {TRAINER_DIFF_MAX_LINES}); share the common code through modules")
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_scripts_have_a_main_guard(name):
+    path = ROOT / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"{name}.py does not exist")
+    guards = [
+        node for node in parse(path).body
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+    ]
+    assert guards, f"{name}.py is a script but has no `if __name__ == \"__main__\":` block"
