@@ -10,6 +10,7 @@ functions that need them, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -97,7 +98,8 @@ class GR00TBasePolicy(BasePolicy):
 
     Backends: "local" loads the checkpoint (directory or hub id) in this process; "server" talks to
     an Isaac-GR00T inference server (or `python groot_n15.py serve`) at host:port, giving up after
-    `timeout_s`. The mapping comes from the checkpoint's experiment_cfg/metadata.json (the server's
+    `timeout_s` (the server's API token, if it has one, comes from the environment variable
+    GROOT_API_TOKEN). The mapping comes from the checkpoint's experiment_cfg/metadata.json (the server's
     get_metadata when it has one, else the checkpoint's file): cameras by `default_camera_map`,
     state/action keys by `default_joint_keys`, units by `groot_joint_units`; `camera_map`,
     `state_keys`, `action_keys` and `units` override them. `model` shares an already loaded backend
@@ -146,7 +148,8 @@ class GR00TBasePolicy(BasePolicy):
                 self.checkpoint, tokenizer=self.tokenizer, dtype=dtype, device=device, revision=revision, seed=seed
             )
         elif model is None:
-            model = groot_n15.GR00TClient(host, port, timeout_s)
+            # The token comes from the environment, never from a flag: flags are saved in checkpoints.
+            model = groot_n15.GR00TClient(host, port, timeout_s, api_token=os.environ.get("GROOT_API_TOKEN") or None)
         self.model = model
         try:
             metadata = model.get_metadata()

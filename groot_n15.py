@@ -1016,7 +1016,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     serve.add_argument("--api-token", default=None,
-                       help="token every request must carry (GR00TClient(api_token=...)); it travels unencrypted, so on an "
+                       help="token every request must carry (GR00TClient(api_token=...); the training and evaluation "
+                            "scripts send the GROOT_API_TOKEN environment variable); it travels unencrypted, so on an "
                             "untrusted network prefer an SSH tunnel to a 127.0.0.1 server")
     serve.add_argument("--max-message-mb", type=megabytes, default=DEFAULT_MAX_MESSAGE_MB,
                        help=f"largest request in MB of 10^6 bytes (default {DEFAULT_MAX_MESSAGE_MB}); larger ones get an "

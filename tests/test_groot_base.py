@@ -354,3 +354,22 @@ def test_training_scripts_reject_bad_groot_arguments():
         ppo.validate_args(ppo.Args(chunk_steps=17))
     with pytest.raises(SystemExit, match="--base-policy groot needs camera images: train it with ppo_residual_groot.py"):
         ppo_residual_jacobian.validate_args(ppo_residual_jacobian.Args(base_policy="groot"))
+
+
+def test_server_backend_sends_the_token_from_the_environment(base, checkpoint_dir, monkeypatch):
+    server = GR00TServer(base.model, host="127.0.0.1", port=0, api_token="s3cret")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    options = dict(backend="server", host="127.0.0.1", port=server.port, timeout_s=10, checkpoint=str(checkpoint_dir))
+    try:
+        monkeypatch.delenv("GROOT_API_TOKEN", raising=False)
+        with pytest.raises(RuntimeError, match="Unauthorized"):
+            make_base_policy("groot", 1, **options).act(start_states(1), random_images(1))
+        monkeypatch.setenv("GROOT_API_TOKEN", "s3cret")
+        remote = make_base_policy("groot", 1, **options)
+        assert remote.act(start_states(1), random_images(1)).shape == (1, 6)
+        assert "s3cret" not in json.dumps(remote.config())  # the token never reaches a checkpoint
+    finally:
+        remote.model.kill()
+        thread.join(timeout=5)
+        remote.model.close()
