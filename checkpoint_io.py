@@ -72,8 +72,8 @@ def load_checkpoint(path: str | os.PathLike, base_policy: str | None = None) -> 
     trained_base = checkpoint["base_config"]["name"]
     if base_policy is not None and base_policy != trained_base:
         raise ValueError(
-            f"checkpoint {path} holds a residual for the {trained_base!r} base, not {base_policy!r}; "
-            f"use --base-policy {trained_base} or another checkpoint"
+            f"checkpoint {path} holds a residual for the {trained_base!r} base, not {base_policy!r} (it was trained by "
+            f"{checkpoint.get('trainer', 'an earlier version of the training scripts')}); use that base, or another checkpoint"
         )
     return checkpoint
 

@@ -429,7 +429,10 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
 def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
     for this run alone, or the resumed run's."""
-    resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
+    try:
+        resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot resume: {error}") from None
     if resume is not None:
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:

@@ -415,7 +415,10 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
 def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
     for this run alone, or the resumed run's."""
-    resume = load_checkpoint(args.resume) if args.resume else None
+    try:
+        resume = load_checkpoint(args.resume) if args.resume else None
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot resume: {error}") from None
     if resume is not None:
         if BASE_POLICIES.get(resume["base_config"]["name"], None) is None or resume["args"].get("groot_model"):
             raise SystemExit(f"{args.resume} was trained on the {resume['base_config']['name']!r} base by "

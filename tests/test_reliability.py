@@ -55,7 +55,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(finished_r
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(SystemExit, match="refusing to load"):
         eval_policy.main(eval_policy.Args(model_path=str(tmp_path / "evil.pt"), n_episodes=1))
-    with pytest.raises(ValueError, match="refusing to load"):
+    with pytest.raises(SystemExit, match="cannot resume: refusing to load"):
         ppo.main(ppo.Args(resume=str(tmp_path / "evil.pt")))
     assert not marker.exists()
 
@@ -236,3 +236,10 @@ def test_a_groot_checkpoint_given_to_the_jacobian_script_is_a_clear_error(finish
     save_checkpoint(tmp_path / "groot.pt", groot)
     with pytest.raises(SystemExit, match="trained on the 'groot' base by ppo_residual_groot.py; resume it with that script"):
         ppo.main(ppo.Args(resume=str(tmp_path / "groot.pt")))
+
+
+def test_a_jacobian_checkpoint_given_to_the_groot_script_is_a_clear_error(finished_run):
+    import ppo_residual_groot
+
+    with pytest.raises(SystemExit, match="cannot resume: .*'jacobian' base, not 'groot' .*ppo_residual_jacobian.py"):
+        ppo_residual_groot.main(ppo_residual_groot.Args(resume=str(finished_run / "checkpoints" / "final.pt")))
