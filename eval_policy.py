@@ -3,18 +3,30 @@
     python eval_policy.py --base-policy jacobian --n-episodes 100 --seed 0 --output-json runs/eval.json
     python eval_policy.py --model-path runs/<run>/checkpoints/best.pt --compare-base --compare-zero \
         --n-episodes 100 --plot --save-video --output-json runs/eval/residual.json
+    python eval_policy.py --model-paths runs/seed1/checkpoints/final.pt runs/seed2/checkpoints/final.pt \
+        runs/seed3/checkpoints/final.pt --compare-base --n-episodes 100 --output-json runs/eval/seeds.json
+    python eval_policy.py --aggregate-json runs/eval/seed1.json runs/eval/seed2.json runs/eval/seed3.json
+    python eval_policy.py --model-path checkpoints/residual_jacobian_seed1.pt --randomization-scale 2
 
 Episode i uses reset seed `seed + i`, so every policy meets the same papers. Prints the success
 rate with a 95 % Wilson interval, mean episode reward, mean final paper-to-goal distance and
 mean episode length; optionally writes JSON, PNG charts and dual-camera MP4s.
+
+Several checkpoints (one per training seed) are also summarized over seeds, as Agarwal et al.
+(2021) recommend: the interquartile mean of their success rates with a percentile bootstrap 95 %
+interval over checkpoints, the minimum and the mean (seed_statistics.py). `--aggregate-json`
+computes the same from earlier JSON outputs, without running episodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import imageio.v2 as imageio
@@ -24,11 +36,17 @@ import tyro
 
 import groot_base  # noqa: F401  registers the groot base
 import so101_env
+import mujoco  # after so101_env, which chooses MuJoCo's OpenGL backend before mujoco is first imported
 from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
 from episodes import EpisodeRecord, ResidualPolicy, run_episode
 from checkpoint_io import ResidualActor, load_checkpoint
 from run_utils import option_problems
-from so101_env import SO101PaperSquareEnv
+from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate
+from so101_env import Randomization, SO101PaperSquareEnv
+
+MAX_RANDOMIZATION_SCALE = 3.0
+"""Largest --randomization-scale: at 3 the paper's centre can start 0.44 m from the arm's base,
+near the edge of its ~0.46 m reach on the table; beyond, failures would measure reach, not robustness."""
 
 
 @dataclass
@@ -41,8 +59,15 @@ class Args:
     """members of a hybrid base as name:weight pairs, e.g. "il:0.5,jacobian:0.5" """
     model_path: str | None = None
     """residual checkpoint (best.pt / final.pt / latest.pt of a training run) to evaluate"""
+    model_paths: list[str] | None = None
+    """several residual checkpoints (e.g. one per training seed), each evaluated on the same episodes, then
+    aggregated over checkpoints: IQM of their success rates with a bootstrap 95 % interval, minimum, mean
+    (with --model-path, that one comes first)"""
+    aggregate_json: list[str] | None = None
+    """run no episodes: aggregate the checkpoint results of earlier --output-json files of this script (one
+    checkpoint or several each) over checkpoints; they must come from the same episodes"""
     compare_base: bool = False
-    """with --model-path: also evaluate the checkpoint's base policy alone"""
+    """with --model-path(s): also evaluate the checkpoints' base policy alone (each distinct base once)"""
     compare_zero: bool = False
     """also evaluate the zero policy (the arm holds still): the floor of the task"""
     n_episodes: int = 100
@@ -53,6 +78,9 @@ class Args:
     """torch intra-op threads; one suits the small residual and BC networks (more contend on a busy CPU)"""
     tape_half_size: float = 0.08
     """inner half-size of the tape square in metres"""
+    randomization_scale: float = 1.0
+    """multiplies all four domain-randomization ranges (paper position +-5 cm, yaw +-0.3 rad, paper-table
+    friction +-20 %, paper mass +-10 %) for a robustness evaluation; within (0, 3]"""
     output_json: str | None = None
     """write the summaries and per-episode records to this JSON file"""
     plot: bool = False
@@ -108,13 +136,51 @@ def residual_from_checkpoint(path: str, base_policy: str | None = None, groot_op
     """A trained residual on top of its base, rebuilt from the checkpoint's weights and base config
     (no code is loaded from the file). `groot_options` replace the stored settings of a groot base
     (e.g. another backend or device)."""
-    checkpoint = load_checkpoint(path, base_policy)
+    return residual_from_loaded(load_checkpoint(path, base_policy), groot_options)
+
+
+def residual_from_loaded(checkpoint: dict, groot_options: dict | None = None, name: str | None = None) -> ResidualPolicy:
+    """`residual_from_checkpoint` for a checkpoint already read with `load_checkpoint`."""
     base_config = dict(checkpoint["base_config"])
     base_name = base_config.pop("name")
     if base_name == "groot":
         base_config |= groot_options or {}
     base = make_base_policy(base_name, num_envs=1, **base_config)
-    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"])
+    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name)
+
+
+# ---------------------------------------------------------------------- domain randomization
+def scaled_randomization(scale: float) -> Randomization:
+    """The env's default randomization ranges, all four multiplied by `scale`."""
+    default = Randomization()
+    return dataclasses.replace(default, **{f.name: scale * getattr(default, f.name) for f in dataclasses.fields(default)})
+
+
+def randomization_problems(scale: float) -> list[str]:
+    """Why a --randomization-scale cannot give valid episodes: a zero or negative friction or mass could
+    be drawn, or the paper could start off the table (whatever its yaw). Empty when it is fine."""
+    scaled, default = scaled_randomization(scale), Randomization()
+    problems = []
+    for field, what in (("friction", "paper-table friction"), ("mass", "paper mass")):
+        if getattr(scaled, field) >= 1:  # a draw of 1 - range would be <= 0
+            problems.append(
+                f"--randomization-scale {scale} widens the {what} range to +-{getattr(scaled, field):.0%}, so a reset "
+                f"could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
+    model = mujoco.MjModel.from_xml_path(str(so101_env.XML_PATH))  # the scene alone, a few milliseconds
+    table = model.geom("table")
+    reach = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
+    farthest = np.abs(so101_env.PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + reach
+    if np.any(farthest > table.size[:2]):
+        problems.append(
+            f"--randomization-scale {scale} puts the paper up to {100 * scaled.paper_xy:.1f} cm from its nominal "
+            f"position, so a corner could start off the {2 * table.size[0]:.2f} x {2 * table.size[1]:.2f} m table; "
+            f"use a smaller scale")
+    return problems
+
+
+def describe_randomization(r: Randomization) -> str:
+    return (f"paper position +-{100 * r.paper_xy:.1f} cm, yaw +-{r.paper_yaw:.2f} rad, "
+            f"friction +-{r.friction:.0%}, mass +-{r.mass:.0%}")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -151,6 +217,7 @@ def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = Non
         act_scale=policy.act_scale,
         render_mode="rgb_array" if video_dir else None,
         image_size=args.video_size,
+        randomization=scaled_randomization(args.randomization_scale),
     )
     start = time.perf_counter()
     records = []
@@ -158,7 +225,7 @@ def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = Non
         frames = [] if video_dir and i < args.n_videos else None
         records.append(run_episode(env, policy, args.seed + i, frames))
         if frames:
-            path = video_dir / f"{name}_seed{args.seed + i}.mp4"
+            path = video_dir / f"{file_name(name)}_seed{args.seed + i}.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
             imageio.mimwrite(path, frames, fps=so101_env.POLICY_HZ, macro_block_size=8)
             print(f"  wrote {path}")
@@ -171,16 +238,49 @@ def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = Non
     return summary
 
 
+def file_name(policy_name: str) -> str:
+    """A policy name as a file name: the labels of several checkpoints hold slashes and spaces."""
+    return re.sub(r"[^A-Za-z0-9+._-]+", "_", policy_name).strip("_")
+
+
 def print_table(summaries: list[dict]) -> None:
-    header = f"{'policy':<22}{'success':>9}{'95% CI':>16}{'reward':>10}{'final dist (m)':>16}{'length':>9}"
+    width = max(22, 2 + max(len(s["policy"]) for s in summaries))  # checkpoint labels can be long
+    header = f"{'policy':<{width}}{'success':>9}{'95% CI':>16}{'reward':>10}{'final dist (m)':>16}{'length':>9}"
     print(header)
     print("-" * len(header))
     for s in summaries:
         low, high = s["success_rate_ci95"]
         print(
-            f"{s['policy']:<22}{s['success_rate']:>9.1%}{f'[{low:.1%}, {high:.1%}]':>16}"
+            f"{s['policy']:<{width}}{s['success_rate']:>9.1%}{f'[{low:.1%}, {high:.1%}]':>16}"
             f"{s['mean_reward']:>10.2f}{s['mean_final_distance']:>16.4f}{s['mean_episode_length']:>9.1f}"
         )
+
+
+# ---------------------------------------------------------------------- several checkpoints
+def checkpoint_labels(paths: list[str]) -> list[str]:
+    """Short distinct names of checkpoints: the fewest trailing path parts that tell them apart
+    (runs/a/checkpoints/final.pt and runs/b/checkpoints/final.pt -> a/checkpoints/final.pt, b/...)."""
+    parts = [pathlib.PurePath(path).parts for path in paths]
+    for depth in range(1, max((len(p) for p in parts), default=0) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(paths)
+
+
+def checkpoint_aggregate(summaries: list[dict]) -> dict:
+    """The statistics over checkpoints (one per training seed) of their success rates, for JSON."""
+    rates = [s["success_rate"] for s in summaries]
+    return {"metric": "success_rate", "checkpoints": [s["model_path"] for s in summaries],
+            "success_rates": rates, **aggregate(rates, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)}
+
+
+def print_aggregate(result: dict) -> None:
+    low, high = result["iqm_ci95"]
+    print(f"\nover {result['n_runs']} checkpoints (success rate; IQM = mean of the middle 50 % with fractional weights at "
+          f"the quartiles; 95 % percentile bootstrap over checkpoints, {result['bootstrap']['resamples']} resamples, "
+          f"seed {result['bootstrap']['seed']}):")
+    print(f"  IQM {result['iqm']:.1%}   95% CI [{low:.1%}, {high:.1%}]   min {result['min']:.1%}   mean {result['mean']:.1%}")
 
 
 def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
@@ -209,53 +309,195 @@ def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def policies_to_evaluate(args: Args) -> list[tuple[str, object]]:
+def checkpoint_paths(args: Args) -> list[str]:
+    paths = ([args.model_path] if args.model_path else []) + list(args.model_paths or [])
+    resolved = [pathlib.Path(path).resolve() for path in paths]  # ./a.pt and a.pt are one file
+    repeated = sorted({path for path, real in zip(paths, resolved) if resolved.count(real) > 1})
+    if repeated:
+        raise ValueError(f"checkpoint(s) {repeated} named twice: each would count twice in the aggregate over checkpoints")
+    return paths
+
+
+def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], str | None]]:
+    """(name, a function that returns the policy, checkpoint path or None) in the order of the table:
+    the residual checkpoints, their distinct bases (--compare-base), the base alone (--base-policy
+    without checkpoints), zero.
+
+    Every checkpoint is read and checked here, so a wrong one stops the run before any episode; its
+    policy (and its base, maybe a large model) is built only when its turn comes. Each residual gets
+    a base of its own, so its row is what an evaluation of that checkpoint alone gives."""
     policies = []
-    if args.model_path:
-        residual = residual_from_checkpoint(args.model_path, args.base_policy, groot_overrides(args))
-        policies.append((residual.name, residual))
-        if args.compare_base:
-            policies.append((residual.base.name, residual.base))
-    elif args.base_policy:
+    paths = checkpoint_paths(args)
+    loaded = [load_checkpoint(path, args.base_policy) for path in paths]
+    configs = [json.dumps(checkpoint["base_config"], sort_keys=True, default=str) for checkpoint in loaded]
+    bases = {}  # base config -> the base of the first residual with that config, for --compare-base
+    for path, label, checkpoint, config in zip(paths, checkpoint_labels(paths), loaded, configs):
+        # One checkpoint keeps the plain name it always had; several get their path as a label.
+        name = None if len(paths) == 1 else f"residual+{checkpoint['base_config']['name']} {label}"
+
+        def build(checkpoint=checkpoint, name=name, config=config):
+            residual = residual_from_loaded(checkpoint, groot_overrides(args), name)
+            bases.setdefault(config, residual.base)
+            return residual
+
+        policies.append((name or f"residual+{checkpoint['base_config']['name']}", build, path))
+    if args.compare_base and paths:
+        distinct = list(dict.fromkeys(configs))
+        kinds = [json.loads(config)["name"] for config in distinct]
+        for index, (config, kind) in enumerate(zip(distinct, kinds)):
+            # Distinct bases of one kind (il on two BC checkpoints) are numbered to tell them apart.
+            name = kind if kinds.count(kind) == 1 else f"{kind} ({kinds[:index + 1].count(kind)})"
+            policies.append((name, lambda config=config: bases[config], None))
+    if args.base_policy and not paths:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         if args.base_policy == "groot":
             kwargs |= groot_overrides(args)
-        policies.append((args.base_policy, make_base_policy(args.base_policy, num_envs=1, **kwargs)))
+        base = make_base_policy(args.base_policy, num_envs=1, **kwargs)
+        policies.append((args.base_policy, lambda: base, None))
     if args.compare_zero:
-        policies.append(("zero", make_base_policy("zero", num_envs=1)))
+        zero = make_base_policy("zero", num_envs=1)
+        policies.append(("zero", lambda: zero, None))
     return policies
 
 
-def main(args: Args) -> list[dict]:
+# ---------------------------------------------------------------------- --aggregate-json
+def checkpoint_results(path: str) -> tuple[list[dict], dict]:
+    """The per-checkpoint summaries of an --output-json file of this script, and how they were
+    evaluated: (summaries, {"reset seeds", "randomization_scale", "tape_half_size"}).
+
+    A checkpoint's summary carries its "model_path". Files written before several checkpoints were
+    supported have it only at the top level, for their first policy (the residual: it comes first)."""
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    if not isinstance(data, dict) or not ("policies" in data or "policy" in data):
+        raise ValueError(f"{path} is not an --output-json file of eval_policy.py")
+    summaries = data["policies"] if "policies" in data else [data]
+    found = [s for s in summaries if s.get("model_path")]
+    if not found and data.get("model_path") and summaries[0]["policy"].startswith("residual+"):
+        found = [dict(summaries[0], model_path=data["model_path"])]
+    if not found:
+        raise ValueError(f"{path} holds no evaluation of a residual checkpoint (only {[s['policy'] for s in summaries]})")
+    settings = {"randomization_scale": data.get("randomization_scale", 1.0),  # files from before the option: 1
+                "tape_half_size": data.get("tape_half_size")}  # unknown in older files
+    return found, settings
+
+
+def aggregate_files(paths: list[str]) -> tuple[list[dict], dict]:
+    """The checkpoint summaries of several --output-json files, checked to come from the same episodes
+    (reset seeds, randomization scale, square size) and to name each checkpoint once; and their
+    shared settings."""
+    summaries, first = [], None
+    for path in paths:
+        found, settings = checkpoint_results(path)
+        for summary in found:
+            episodes = [e["seed"] for e in summary["episodes"]]
+            seeds = f"reset seeds {episodes[0]}..{episodes[-1]}" if episodes == list(range(episodes[0], episodes[0] + len(episodes))) else f"reset seeds {episodes}"
+            setting = {**settings, "reset seeds": seeds}
+            if first is None:
+                first = (path, setting)
+            for key, value in setting.items():
+                other = first[1][key]
+                if value != other and value is not None and other is not None:
+                    raise ValueError(
+                        f"{path} evaluated {summary['model_path']} with {key} {value}, {first[0]} with {other}: "
+                        f"aggregate only evaluations of the same episodes (same --seed, --n-episodes, "
+                        f"--randomization-scale, --tape-half-size)")
+            if any(s["model_path"] == summary["model_path"] for s in summaries):
+                raise ValueError(f"checkpoint {summary['model_path']} appears twice (again in {path}); "
+                                 f"it would count twice in the aggregate over checkpoints")
+            summaries.append(summary)
+    if len(summaries) < 2:
+        raise ValueError(f"found {len(summaries)} checkpoint evaluation in {paths}; an aggregate over checkpoints needs at least two")
+    return summaries, first[1]
+
+
+# ---------------------------------------------------------------------- main
+def check_args(args: Args) -> None:
     problems = option_problems(args, at_least=dict(n_episodes=1, torch_threads=1, n_videos=0, video_size=16,
                                                    tape_half_size=0.02, groot_chunk_steps=1, groot_port=0),
-                               above=dict(groot_timeout=0.0), at_most=dict(tape_half_size=0.3, groot_port=65535))
+                               above=dict(groot_timeout=0.0, randomization_scale=0.0),
+                               at_most=dict(tape_half_size=0.3, groot_port=65535,
+                                            randomization_scale=MAX_RANDOMIZATION_SCALE))
+    if not problems:  # a scale outside its bounds has been named already
+        problems += randomization_problems(args.randomization_scale)
     if problems:
         raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+    if args.aggregate_json is not None:
+        evaluating = [flag for flag, given in (("--model-path", args.model_path), ("--model-paths", args.model_paths),
+                                               ("--base-policy", args.base_policy), ("--compare-base", args.compare_base),
+                                               ("--compare-zero", args.compare_zero), ("--save-video", args.save_video)) if given]
+        if evaluating:
+            raise SystemExit(f"--aggregate-json combines earlier results and runs no episodes: drop {', '.join(evaluating)}")
+        return
     if args.base_policy is not None and args.base_policy not in BASE_POLICIES:
         raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
-    if args.base_policy is None and args.model_path is None:
-        raise SystemExit("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT")
-    torch.set_num_threads(args.torch_threads)
-    try:
-        policies = policies_to_evaluate(args)
-    except (FileNotFoundError, ValueError, TimeoutError, ConnectionError) as error:
-        raise SystemExit(f"cannot evaluate: {error}") from error
+    if args.base_policy is None and args.model_path is None and not args.model_paths:
+        raise SystemExit("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT "
+                         "(or --model-paths CHECKPOINT ...)")
 
+
+def write_outputs(args: Args, summaries: list[dict], result: dict) -> None:
     out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
-    video_dir = out_dir / "videos" if args.save_video else None
-    summaries = [evaluate(name, policy, args, video_dir) for name, policy in policies]
-    print_table(summaries)
     if args.output_json:
         path = pathlib.Path(args.output_json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        result = summaries[0] if len(summaries) == 1 else {"policies": summaries}
-        path.write_text(json.dumps({"seed": args.seed, "model_path": args.model_path, **result}, indent=2))
+        path.write_text(json.dumps(result, indent=2))
         print(f"wrote {path}")
     if args.plot:
         stem = pathlib.Path(args.output_json).stem if args.output_json else "eval"
         plot_summaries(summaries, out_dir / f"{stem}.png")
         print(f"wrote {out_dir / f'{stem}.png'}")
+
+
+def main(args: Args) -> list[dict]:
+    check_args(args)
+    if args.aggregate_json is not None:
+        try:
+            summaries, settings = aggregate_files(args.aggregate_json)
+        except (KeyError, ValueError) as error:
+            raise SystemExit(f"cannot aggregate: {error}") from error
+        print_table(summaries)
+        result = checkpoint_aggregate(summaries)
+        print_aggregate(result)
+        write_outputs(args, summaries, {"aggregated_from": args.aggregate_json, **settings,
+                                        "policies": summaries, "aggregate": result})
+        return summaries
+
+    torch.set_num_threads(args.torch_threads)
+    errors = (FileNotFoundError, ValueError, TimeoutError, ConnectionError)
+    try:
+        policies = policies_to_evaluate(args)
+    except errors as error:
+        raise SystemExit(f"cannot evaluate: {error}") from error
+    randomization = scaled_randomization(args.randomization_scale)
+    if args.randomization_scale != 1.0:
+        print(f"randomization x{args.randomization_scale:g}: {describe_randomization(randomization)}")
+
+    out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
+    video_dir = out_dir / "videos" if args.save_video else None
+    summaries = []
+    for name, build, model_path in policies:
+        try:
+            policy = build()  # a checkpoint's residual and base are built when its turn comes
+        except errors as error:
+            raise SystemExit(f"cannot evaluate {model_path or name}: {error}") from error
+        summary = evaluate(name, policy, args, video_dir)
+        if model_path is not None:
+            summary = {"policy": name, "model_path": model_path, **summary}
+        summaries.append(summary)
+    print_table(summaries)
+    checkpoints = [s for s in summaries if "model_path" in s]
+    paths = [s["model_path"] for s in checkpoints]
+    result = {"seed": args.seed, "model_path": paths[0] if len(paths) == 1 else None, "model_paths": paths,
+              "n_episodes": args.n_episodes, "tape_half_size": args.tape_half_size,
+              "randomization_scale": args.randomization_scale, "randomization": dataclasses.asdict(randomization)}
+    result |= summaries[0] if len(summaries) == 1 else {"policies": summaries}
+    if len(checkpoints) >= 2:
+        result["aggregate"] = checkpoint_aggregate(checkpoints)
+        print_aggregate(result["aggregate"])
+    write_outputs(args, summaries, result)
     return summaries
 
 

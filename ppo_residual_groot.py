@@ -196,7 +196,7 @@ def validate_args(args: Args) -> None:
                       torch_threads=1, chunk_steps=1, groot_port=0, critic_warmup_iterations=0, eval_every=0,
                       eval_episodes=1, image_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
                       gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
-                      tape_half_size=0.02, curriculum_start_half_size=0.02),
+                      tape_half_size=0.02, curriculum_start_half_size=0.02, curriculum_success_threshold=0.0),
         above=dict(groot_timeout=0.0, learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
                    curriculum_step=0.0, alpha_ramp_fraction=0.0),
         at_most=dict(chunk_steps=16, groot_port=65535, alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,

@@ -3,6 +3,7 @@
     python record_demos.py --n-episodes 200 --output-dir runs/demos/jacobian
     python record_demos.py --dart-noise-std 0.0 --output-dir runs/demos/jacobian_clean
     python record_demos.py --base-policy il --il-checkpoint runs/<run>/checkpoints/bc.pt --output-dir runs/demos/il
+    python record_demos.py --cameras --n-episodes 200 --output-dir runs/demos/jacobian_cameras   # + top_view, wrist videos
 
 Attempt j is reset with seed `seed + j`; by default only successful episodes are kept, until
 `--n-episodes` of them are recorded. The default seeds start at 100000, away from the seeds
@@ -21,6 +22,14 @@ while the dataset keeps the demonstrator's own action as the label. The demonstr
 shows how it recovers from the small deviations a cloned policy will make. It is on by default
 (0.1): a policy cloned from noise-free Jacobian demos succeeded as often on clean episodes but
 failed every episode once a residual's exploration noise (std 0.07) was added to its actions.
+
+Cameras (`--cameras`): the top_view and wrist cameras are rendered at every step, at
+`--image-size` (224, what the GR00T N1.5 base is fed), and stored as LeRobot video features
+`observation.images.top_view` / `observation.images.wrist` (one H.264 MP4 per episode and camera,
+frame i = parquet row i), making the dataset LeRobot v2.1 with meta/episodes_stats.jsonl and
+Isaac-GR00T's meta/modality.json, so NVIDIA's fine-tuning scripts read it too (lerobot_dataset.py
+has the layout). Each attempt then prints a line with the recording rate. Off by default: without
+it nothing is rendered and the dataset is the state-only v2.0 one.
 """
 
 from __future__ import annotations
@@ -36,13 +45,13 @@ import tyro
 import groot_base  # noqa: F401  registers the groot base, so it can demonstrate too
 from base_policies import BASE_POLICIES, base_policy_kwargs, camera_images, make_base_policy
 from lerobot_dataset import JOINT_UNITS, DatasetWriter
-from so101_env import SO101PaperSquareEnv
+from so101_env import CAMERA_NAMES, SO101PaperSquareEnv
 
 
 @dataclass
 class Args:
     output_dir: str = "runs/demos/jacobian"
-    """dataset directory to write (LeRobot v2.0 layout)"""
+    """dataset directory to write (LeRobot v2.0 layout; v2.1 with videos under --cameras)"""
     base_policy: str = "jacobian"
     """demonstrator: any base policy (jacobian, il, hybrid, ...)"""
     il_checkpoint: str | None = None
@@ -67,6 +76,10 @@ class Args:
     """inner half-size of the tape square in metres"""
     overwrite: bool = False
     """replace the LeRobot dataset already in --output-dir, once the new one is complete"""
+    cameras: bool = False
+    """also record the top_view and wrist cameras as LeRobot videos (observation.images.*), with GR00T's meta/modality.json"""
+    image_size: int = 224
+    """camera images are image_size x image_size pixels (even; 224 is what the GR00T N1.5 base is fed)"""
 
 
 TAPE_HALF_SIZE_RANGE = (0.02, 0.3)
@@ -80,14 +93,17 @@ def validate_args(args: Args) -> None:
         problems.append(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
     if args.units not in JOINT_UNITS:
         problems.append(f"unknown --units {args.units!r}; choose one of {', '.join(JOINT_UNITS)}")
-    for name, value in [("n_episodes", args.n_episodes), ("max_attempts", args.max_attempts), ("seed", args.seed)]:
-        flag, least = "--" + name.replace("_", "-"), 0 if name == "seed" else 1
+    integers = [("n_episodes", args.n_episodes), ("max_attempts", args.max_attempts), ("seed", args.seed), ("image_size", args.image_size)]
+    for name, value in integers:
+        flag, least = "--" + name.replace("_", "-"), {"seed": 0, "image_size": 16}.get(name, 1)
         if value is None and name == "max_attempts":
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             problems.append(f"{flag} must be an integer, got {value!r}")
         elif value < least:
             problems.append(f"{flag} must be at least {least}, got {value}")
+        elif name == "image_size" and value % 2:
+            problems.append(f"{flag} must be even (H.264 in yuv420p halves the colour resolution), got {value}")
     low, high = TAPE_HALF_SIZE_RANGE
     for name, value, ok, requirement in [
         ("dart_noise_std", args.dart_noise_std, lambda x: x >= 0, "a finite number >= 0"),
@@ -113,10 +129,12 @@ def main(args: Args) -> DatasetWriter:
         demonstrator = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale, **kwargs)
         provenance = {"demonstrator": demonstrator.config(), "dart_noise_std": args.dart_noise_std,
                       "seed": args.seed, "tape_half_size": args.tape_half_size}
-        writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite)
+        cameras = CAMERA_NAMES if args.cameras else ()
+        writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite, cameras=cameras)
     except (OSError, ValueError) as error:
         raise SystemExit(f"cannot record: {error}") from error
 
+    start = time.perf_counter()
     try:
         interrupted = record_episodes(args, demonstrator, writer)
         published = writer.close()
@@ -135,7 +153,9 @@ def main(args: Args) -> DatasetWriter:
             f"{'' if args.keep_failures else '; --keep-failures keeps failed episodes too'}): "
             f"nothing written to {args.output_dir}{old}"
         )
-    print(f"wrote {len(writer.lengths)} episodes ({sum(writer.lengths)} frames) to {args.output_dir}")
+    videos = f", {len(writer.lengths) * len(writer.cameras)} videos" if writer.cameras else ""
+    print(f"wrote {len(writer.lengths)} episodes ({sum(writer.lengths)} frames{videos}) to {args.output_dir} "
+          f"in {time.perf_counter() - start:.0f} s{rate(writer, start) if writer.cameras else ''}")
     if len(writer.lengths) < args.n_episodes:
         print(f"warning: only {len(writer.lengths)} of the {args.n_episodes} episodes asked for were kept; "
               "raise --max-attempts for more")
@@ -146,11 +166,16 @@ def max_attempts(args: Args) -> int:
     return 5 * args.n_episodes if args.max_attempts is None else args.max_attempts
 
 
+def rate(writer: DatasetWriter, start: float) -> str:
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return f": {sum(writer.lengths) / elapsed:.1f} frames/s, {len(writer.lengths) / elapsed * 60:.1f} episodes/min"
+
+
 def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
     """Run attempts until `args.n_episodes` are kept or the attempts run out; returns whether
     it was interrupted (Ctrl-C). An interruption while the dataset replaces an existing one
     discards the recording here, so the old dataset stays."""
-    env = SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size)
+    env = SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size, image_size=args.image_size)
     noise = np.random.default_rng(args.seed)
     attempt_limit = max_attempts(args)
     attempts, successes, start = 0, 0, time.perf_counter()
@@ -159,9 +184,17 @@ def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
             obs, _ = env.reset(seed=args.seed + attempts)
             demonstrator.reset()
             states, actions, rewards = [], [], []
+            frames = {camera: [] for camera in writer.cameras}
             done = False
             while not done:
-                action = demonstrator.act(obs[None], camera_images(demonstrator, lambda: [env.render_cameras()]))[0]
+                if writer.cameras:  # rendered once: recorded, and given to a demonstrator that needs images
+                    images = env.render_cameras()
+                    for camera in writer.cameras:
+                        frames[camera].append(images[camera])
+                    render = lambda images=images: [images]  # noqa: E731
+                else:
+                    render = lambda: [env.render_cameras()]  # noqa: E731
+                action = demonstrator.act(obs[None], camera_images(demonstrator, render))[0]
                 executed = action + noise.normal(0.0, args.dart_noise_std, action.shape) if args.dart_noise_std else action
                 states.append(obs)
                 actions.append(action)
@@ -170,9 +203,18 @@ def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
                 done = terminated or truncated
             attempts += 1
             successes += bool(info["success"])
-            if info["success"] or args.keep_failures:
-                writer.add_episode(np.array(states), np.array(actions), np.array(rewards), bool(info["success"]))
-            if attempts % 10 == 0 or len(writer.lengths) == args.n_episodes:
+            kept = info["success"] or args.keep_failures
+            if kept:
+                writer.add_episode(np.array(states), np.array(actions), np.array(rewards), bool(info["success"]),
+                                   images={camera: np.stack(f) for camera, f in frames.items()} or None)
+            if writer.cameras:  # seconds per attempt: a line each, with the rate so far
+                outcome = f"kept ({len(states)} frames)" if kept else "failed, not kept"
+                print(
+                    f"attempt {attempts}: {outcome}; {len(writer.lengths)}/{args.n_episodes} episodes, "
+                    f"{sum(writer.lengths)} frames in {time.perf_counter() - start:.0f} s{rate(writer, start)}",
+                    flush=True,
+                )
+            elif attempts % 10 == 0 or len(writer.lengths) == args.n_episodes:
                 print(
                     f"attempt {attempts}: kept {len(writer.lengths)}/{args.n_episodes} episodes, "
                     f"{sum(writer.lengths)} frames, demonstrator success {successes / attempts:.0%}, "

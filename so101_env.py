@@ -21,7 +21,9 @@ quaternion (4, w x y z), gripper tip position (3), paper-to-goal vector (3). Wit
 `use_image_obs=True` the observation is a dict with that vector under "state" plus
 "top_view" and "wrist" RGB images.
 
-Reward: +10 on success, -2 * paper-to-goal distance, -0.1 * orientation error, -0.01 per step.
+Reward: +10 on success, -2 * paper-to-goal distance, -0.1 * orientation error, -0.01 per step;
+optionally (`RewardWeights.reach` > 0) minus reach * gripper-to-paper distance until the moving
+jaw's tip first touches the paper, when `info["touched_paper"]` reports that touch.
 The residual-magnitude penalty of residual RL is added by the training scripts, which are
 the only ones that know the residual. Success: all four paper corners inside the tape square
 with the paper lying on the table.
@@ -162,12 +164,21 @@ ON_TABLE_MIN_NORMAL_Z = 0.98
 
 @dataclass(frozen=True)
 class RewardWeights:
-    """Weights of the task reward: success * success - distance * d - orientation * e - time."""
+    """Weights of the task reward: success * success - distance * d - orientation * e - time
+    (- reach * gripper-to-paper distance before the first touch, when reach > 0)."""
 
     success: float = 10.0
     distance: float = 2.0
     orientation: float = 0.1
     time: float = 0.01
+    reach: float = 0.0
+    """weight of the gripper-to-paper distance penalty, applied before the gripper first touches the
+    paper: reach * |gripper tip - paper centre| (metres) is subtracted on every step until the first
+    step that ends with the moving jaw's tip on the paper. 0 (the default) leaves the reward as it was."""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.reach) and self.reach >= 0):  # also refuses NaN
+            raise ValueError(f"RewardWeights.reach must be a finite number >= 0, got {self.reach}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,8 @@ class SO101PaperSquareEnv(gym.Env):
         self._paper_half_extents = m.geom("paper").size[:2].copy()
         self._paper_rest_height = m.geom("paper").size[2]
         self._tip_site = m.site("gripperframe").id
+        self._jaw_tip_geom = m.geom("moving_jaw_tip").id
+        self._paper_geom = m.geom("paper").id
         self._goal_body = m.body("goal").id
         self._tape_geoms = [m.geom(f"tape_{side}").id for side in ("px", "nx", "py", "ny")]
         self._pair_friction_nominal = m.pair_friction[0].copy()
@@ -266,6 +279,8 @@ class SO101PaperSquareEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._target = self.home_qpos.copy()
         self._steps: int | None = None  # None until the first reset
+        self._touched_paper = False
+        """Whether the moving jaw's tip has touched the paper in this episode (tracked only when reward_weights.reach > 0)."""
         self.unstable_episodes = 0
         """Count of episodes truncated because the simulation blew up (NaN or MuJoCo warning)."""
 
@@ -310,6 +325,26 @@ class SO101PaperSquareEnv(gym.Env):
         w = self.reward_weights
         return w.success * success - w.distance * distance - w.orientation * orientation_error - w.time
 
+    def reach_penalty(self, tip_to_paper: float, touched_paper: bool) -> float:
+        """The reach-shaping term subtracted from the reward: reach * tip-to-paper distance (metres)
+        until the jaw tip has touched the paper, then nothing (the task reward takes over)."""
+        return 0.0 if touched_paper else self.reward_weights.reach * tip_to_paper
+
+    def _jaw_tip_touches_paper(self) -> bool:
+        """Whether a contact of the last physics step is between the moving jaw's tip and the paper."""
+        contacts = self.data.contact  # the active contacts only (ncon of them)
+        jaw, paper = self._jaw_tip_geom, self._paper_geom
+        for g1, g2 in zip(contacts.geom1, contacts.geom2):
+            if (g1 == jaw and g2 == paper) or (g1 == paper and g2 == jaw):
+                return True
+        return False
+
+    def _tip_to_paper(self) -> float:
+        """Distance in metres from the gripper tip (the `gripperframe` site) to the paper's centre."""
+        tx, ty, tz = self.data.site_xpos[self._tip_site]
+        px, py, pz = self.data.xpos[self._paper_body]
+        return math.sqrt((tx - px) ** 2 + (ty - py) ** 2 + (tz - pz) ** 2)
+
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -331,6 +366,7 @@ class SO101PaperSquareEnv(gym.Env):
         d.qpos[pq + 3 : pq + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self._target = self.home_qpos.copy()
         self._steps = 0
+        self._touched_paper = False
         mujoco.mj_forward(m, d)
 
         info = {
@@ -368,15 +404,25 @@ class SO101PaperSquareEnv(gym.Env):
             # Start over from a clean state so the returned observation is finite, and let
             # the learner bootstrap from it as from any truncation.
             self.unstable_episodes += 1
+            touched = self._touched_paper
             obs, _ = self.reset()
             # No distance was measured: NaN, so that no average mistakes the blow-up for a success.
             info = {"success": False, "dist_to_goal": math.nan, "orientation_error": math.nan, "sim_unstable": True}
+            if self.reward_weights.reach:
+                info["touched_paper"] = touched
             return obs, 0.0, False, True, info
 
         success, distance, orientation_error = self._task_status()
         reward = self.task_reward(success, distance, orientation_error)
         truncated = self._steps >= self.max_episode_steps and not success
         info = {"success": success, "dist_to_goal": distance, "orientation_error": orientation_error}
+        if self.reward_weights.reach:
+            # Only with the term on: at reach == 0 the step computes exactly what it always did, and
+            # pays nothing for a contact search. Once touched, the search stops for the episode.
+            if not self._touched_paper:
+                self._touched_paper = self._jaw_tip_touches_paper()
+                reward -= self.reach_penalty(self._tip_to_paper(), self._touched_paper)
+            info["touched_paper"] = self._touched_paper
         return self._observation(), reward, success, truncated, info
 
     def _simulation_diverged(self) -> bool:

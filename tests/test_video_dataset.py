@@ -1,0 +1,277 @@
+"""record_demos.py --cameras: the top_view and wrist cameras as LeRobot v2.1 video features, read
+back by lerobot_dataset.py; info.json, episodes_stats.jsonl, stats.json and Isaac-GR00T's
+modality.json agree with the data. Small images (64 px) and two short episodes keep it fast."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tyro
+
+import lerobot_dataset
+import record_demos
+from base_policies import make_base_policy
+from lerobot_dataset import DatasetWriter, read_dataset, read_video_frames, video_file
+from so101_env import SO101PaperSquareEnv
+
+SIZE = 64
+CAMERAS = ("top_view", "wrist")
+KEYS = [f"observation.images.{camera}" for camera in CAMERAS]
+
+
+def record(path, **overrides):
+    # Seeds 2 and 3 are short Jacobian successes (about 111 and 115 steps).
+    args = dict(output_dir=str(path), n_episodes=2, seed=2, max_attempts=4, dart_noise_std=0.0, cameras=True, image_size=SIZE)
+    return record_demos.main(record_demos.Args(**{**args, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """The dataset, and the frames the recorder handed to the writer (the originals)."""
+    path = tmp_path_factory.mktemp("video") / "demos"
+    originals = []
+    add_episode = DatasetWriter.add_episode
+
+    def keep_images(self, *args, images=None, **kwargs):
+        originals.append({camera: frames.copy() for camera, frames in images.items()})
+        return add_episode(self, *args, images=images, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatasetWriter, "add_episode", keep_images)
+        record(path)
+    return path, originals
+
+
+def meta(root, name):
+    text = (root / "meta" / name).read_text()
+    return [json.loads(line) for line in text.splitlines()] if name.endswith(".jsonl") else json.loads(text)
+
+
+def parquet(root, episode):
+    return pq.read_table(root / f"data/chunk-000/episode_{episode:06d}.parquet")
+
+
+def test_layout_is_lerobot_v2_1_with_one_video_per_episode_and_camera(recorded):
+    root, _ = recorded
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    videos = [f"videos/chunk-000/{key}/episode_{i:06d}.mp4" for key in KEYS for i in range(2)]
+    data = [f"data/chunk-000/episode_{i:06d}.parquet" for i in range(2)]
+    metas = [f"meta/{name}" for name in
+             ("episodes.jsonl", "episodes_stats.jsonl", "info.json", "modality.json", "stats.json", "tasks.jsonl")]
+    assert files == sorted(data + metas + videos)
+    assert sorted(p.name for p in root.parent.iterdir()) == ["demos"]  # the staging directory is gone
+
+
+def test_frames_read_back_equal_the_frames_written_within_codec_tolerance(recorded):
+    root, originals = recorded
+    lengths = [e["length"] for e in meta(root, "episodes.jsonl")]
+    for episode, written in enumerate(originals):
+        assert parquet(root, episode).num_rows == lengths[episode]
+        for camera in CAMERAS:
+            original = written[camera].astype(float)
+            decoded = read_video_frames(root, episode, camera)
+            assert decoded.dtype == np.uint8 and decoded.shape == (lengths[episode], SIZE, SIZE, 3)
+            error = np.abs(decoded - original)
+            # yuv420p keeps colour at half resolution: sharp colour edges blur, luma stays close.
+            assert error.mean() < 8 and error.mean(axis=(1, 2, 3)).max() < 10
+            luma = np.array([0.299, 0.587, 0.114])
+            assert np.abs((decoded - original) @ luma).mean() < 2.5
+            pooled = np.abs(pool(decoded) - pool(original))  # at the colour resolution
+            assert pooled.mean() < 4 and np.percentile(pooled, 99.9) < 60
+            # Frame i is frame i: each decoded frame is closest to its own original, not a neighbour's.
+            own = error.mean(axis=(1, 2, 3))
+            for shifted in (np.abs(decoded[1:] - original[:-1]), np.abs(decoded[:-1] - original[1:])):
+                shifted = shifted.mean(axis=(1, 2, 3))
+                assert (own[1:] <= shifted).all() if len(shifted) == len(own[1:]) else True
+                assert own.mean() < shifted.mean()
+
+
+def pool(frames):
+    n, h, w, c = frames.shape
+    return frames.astype(float).reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def test_video_frame_i_is_what_the_cameras_saw_with_state_i(recorded):
+    """Re-run the deterministic demonstrator: its renders at steps 0..9 are the recorded frames."""
+    root, originals = recorded
+    env = SO101PaperSquareEnv(image_size=SIZE)
+    demonstrator = make_base_policy("jacobian", num_envs=1)
+    obs, _ = env.reset(seed=2)
+    demonstrator.reset()
+    states = read_dataset(root, units="degrees").episodes[0]["state"]
+    try:
+        for step in range(10):
+            images = env.render_cameras()
+            for camera in CAMERAS:
+                np.testing.assert_array_equal(images[camera], originals[0][camera][step])
+            np.testing.assert_allclose(obs, states[step], atol=1e-4)
+            obs, *_ = env.step(np.clip(demonstrator.act(obs[None])[0], -1, 1))
+    finally:
+        env.close()
+
+
+def test_info_json_describes_the_videos(recorded):
+    root, _ = recorded
+    info = meta(root, "info.json")
+    assert info["codebase_version"] == "v2.1" and info["fps"] == 30
+    assert info["total_episodes"] == 2 and info["total_videos"] == 4
+    assert info["total_frames"] == sum(e["length"] for e in meta(root, "episodes.jsonl"))
+    assert info["video_path"] == "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+    for key in KEYS:
+        feature = info["features"][key]
+        assert feature["dtype"] == "video" and feature["shape"] == [SIZE, SIZE, 3]
+        assert feature["names"] == ["height", "width", "channels"]
+        assert feature["info"] == {
+            "video.fps": 30, "video.height": SIZE, "video.width": SIZE, "video.channels": 3, "video.codec": "h264",
+            "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "has_audio": False,
+        }
+        for episode in range(2):
+            path = video_file(root, episode, key)
+            assert path == root / info["video_path"].format(episode_chunk=0, video_key=key, episode_index=episode)
+    table = parquet(root, 0)
+    assert not set(KEYS) & set(table.column_names)  # video features live in the MP4 files only
+    assert set(table.column_names) == {name for name, f in info["features"].items() if f["dtype"] != "video"}
+    np.testing.assert_allclose(table.column("timestamp").to_numpy(), table.column("frame_index").to_numpy() / 30, atol=1e-6)
+
+
+def test_modality_json_maps_gr00t_keys_onto_the_dataset(recorded):
+    root, _ = recorded
+    modality, info = meta(root, "modality.json"), meta(root, "info.json")
+    assert set(modality) == {"state", "action", "video", "annotation"}
+    for group, feature in [("state", "observation.state"), ("action", "action")]:
+        names = info["features"][feature]["names"]
+        slices = modality[group]
+        assert {name: (s["start"], s["end"]) for name, s in slices.items()} == {"single_arm": (0, 5), "gripper": (5, 6)}
+        assert all(s["original_key"] == feature for s in slices.values())
+        covered = [names[i] for s in slices.values() for i in range(s["start"], s["end"])]
+        assert covered == names  # every joint once, in order
+        assert names[slice(*(slices["gripper"][k] for k in ("start", "end")))] == ["gripper.pos"]
+    assert modality["video"] == {camera: {"original_key": key} for camera, key in zip(CAMERAS, KEYS)}
+    assert all(info["features"][v["original_key"]]["dtype"] == "video" for v in modality["video"].values())
+    annotation = modality["annotation"]["human.task_description"]["original_key"]
+    task_indices = set(parquet(root, 0).column(annotation).to_pylist())
+    tasks = {t["task_index"]: t["task"] for t in meta(root, "tasks.jsonl")}
+    assert task_indices <= set(tasks) and all(tasks.values())
+
+
+def test_stats_agree_with_the_data(recorded):
+    root, originals = recorded
+    episodes_stats = meta(root, "episodes_stats.jsonl")
+    lengths = [e["length"] for e in meta(root, "episodes.jsonl")]
+    assert [line["episode_index"] for line in episodes_stats] == [0, 1]
+    info = meta(root, "info.json")
+    for episode, line in enumerate(episodes_stats):
+        stats = line["stats"]
+        assert set(stats) == set(info["features"])
+        for key, camera in zip(KEYS, CAMERAS):
+            image = {name: np.array(value) for name, value in stats[key].items()}
+            assert image["count"].tolist() == [lengths[episode]]
+            for name in ("min", "max", "mean", "std"):
+                assert image[name].shape == (3, 1, 1) and (image[name] >= 0).all() and (image[name] <= 1).all()
+            assert (image["min"] <= image["mean"]).all() and (image["mean"] <= image["max"]).all()
+            frames = originals[episode][camera] / 255.0
+            np.testing.assert_allclose(image["mean"].ravel(), frames.mean(axis=(0, 1, 2)), atol=1e-9)
+            np.testing.assert_allclose(image["std"].ravel(), frames.std(axis=(0, 1, 2)), atol=1e-9)
+            np.testing.assert_allclose(image["max"].ravel(), frames.max(axis=(0, 1, 2)))
+        table = parquet(root, episode)
+        state = np.array(table.column("observation.state").to_pylist())
+        assert stats["observation.state"]["count"] == [lengths[episode]] == [len(state)]
+        np.testing.assert_allclose(stats["observation.state"]["mean"], state.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(stats["observation.state"]["min"], state.min(0))
+        assert stats["frame_index"]["max"] == [lengths[episode] - 1] and stats["next.reward"]["count"] == [lengths[episode]]
+
+    # stats.json in the form Isaac-GR00T validates (q01, q99) and slices per modality key (no count).
+    stats = meta(root, "stats.json")
+    state = np.concatenate([np.array(parquet(root, i).column("observation.state").to_pylist()) for i in range(2)])
+    for feature in ("observation.state", "action"):
+        assert set(stats[feature]) == {"mean", "std", "min", "max", "q01", "q99"}
+        assert all(len(values) == 6 for values in stats[feature].values())
+    np.testing.assert_allclose(stats["observation.state"]["max"], state.max(0))
+    np.testing.assert_allclose(stats["observation.state"]["q99"], np.quantile(state, 0.99, axis=0), rtol=1e-5)
+
+
+def test_the_reader_selects_frames_cameras_and_episodes(recorded):
+    root, _ = recorded
+    demos = read_dataset(root)
+    assert demos.cameras == KEYS and demos.episode_indices == [0, 1]
+    everything = read_video_frames(root, 1, "observation.images.wrist")
+    assert len(everything) == len(demos.episodes[1]["state"])
+    np.testing.assert_array_equal(read_video_frames(root, 1, "wrist", [0, 5, -1]), everything[[0, 5, -1]])
+    np.testing.assert_array_equal(read_video_frames(root, 1, "wrist", slice(10, 20)), everything[10:20])
+    with pytest.raises(KeyError, match="no camera 'front'.*observation.images.top_view"):
+        read_video_frames(root, 0, "front")
+    with pytest.raises(FileNotFoundError, match="episode_000007.mp4"):
+        read_video_frames(root, 7, "wrist")
+
+
+def test_state_only_recording_keeps_the_v2_0_layout(tmp_path):
+    root = tmp_path / "state_only"
+    record(root, cameras=False, n_episodes=1, max_attempts=1)
+    assert not (root / "videos").exists()
+    assert sorted(p.name for p in (root / "meta").iterdir()) == ["episodes.jsonl", "info.json", "stats.json", "tasks.jsonl"]
+    info = meta(root, "info.json")
+    assert info["codebase_version"] == "v2.0" and info["total_videos"] == 0 and info["video_path"] is None
+    assert all(f["dtype"] != "video" for f in info["features"].values())
+    assert "count" in meta(root, "stats.json")["observation.state"]
+    assert read_dataset(root).cameras == []
+
+
+def test_an_interrupt_while_encoding_keeps_only_whole_episodes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of episode 1's videos: episode 0 is kept, nothing of episode 1 is."""
+    root = tmp_path / "new"
+    encode, calls = lerobot_dataset.encode_video, []
+
+    def interrupted(path, frames, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 4:  # episode 1's second camera, after its first video was written
+            encode(path, frames[:10], *args, **kwargs)
+            raise KeyboardInterrupt
+        return encode(path, frames, *args, **kwargs)
+
+    monkeypatch.setattr(lerobot_dataset, "encode_video", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        record(root)
+    assert exit_.value.code == 130
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "meta" not in p.parts)
+    assert files == ["data/chunk-000/episode_000000.parquet",
+                     *[f"videos/chunk-000/{key}/episode_000000.mp4" for key in KEYS]]
+    assert meta(root, "info.json")["total_videos"] == 2 and len(meta(root, "episodes_stats.jsonl")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    assert "interrupted: wrote the 1 episodes" in capsys.readouterr().out
+
+
+def test_progress_lines_report_the_rate(recorded, tmp_path, capsys):
+    record(tmp_path / "one", n_episodes=1, max_attempts=1)
+    out = capsys.readouterr().out
+    assert "attempt 1: kept (111 frames); 1/1 episodes, 111 frames in" in out
+    assert "frames/s" in out and "episodes/min" in out and "(111 frames, 2 videos)" in out
+
+
+@pytest.mark.parametrize("size, message", [(63, "--image-size must be even"), (8, "--image-size must be at least 16")])
+def test_the_image_size_is_checked(tmp_path, size, message):
+    args = tyro.cli(record_demos.Args, args=["--output-dir", str(tmp_path / "out"), "--cameras", "--image-size", str(size)])
+    with pytest.raises(SystemExit, match=message):
+        record_demos.main(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_writer_refuses_frames_that_do_not_fit(tmp_path):
+    states, actions, rewards = np.zeros((3, 25)), np.zeros((3, 6)), np.zeros(3)
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    plain = DatasetWriter(tmp_path / "plain", "radians", 0.02, {})
+    with pytest.raises(ValueError, match="records no cameras"):
+        plain.add_episode(states, actions, rewards, True, images={"wrist": frames})
+    plain.discard()
+    writer = DatasetWriter(tmp_path / "cams", "radians", 0.02, {}, cameras=CAMERAS)
+    for images, message in [
+        (None, "needs images from the cameras"),
+        ({"top_view": frames}, "needs images from the cameras"),
+        ({"top_view": frames, "wrist": frames[:2]}, "wrist.*T=3"),
+        ({"top_view": frames, "wrist": frames.astype(np.float32)}, "must be uint8"),
+        ({"top_view": frames[:, :15], "wrist": frames[:, :15]}, "even H and W"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            writer.add_episode(states, actions, rewards, True, images=images)
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
