@@ -27,9 +27,10 @@ the layout Isaac-GR00T's fine-tuning reads as well:
 
 Images are not in the parquet files (LeRobot keeps video features in the MP4 files only). The
 videos are H.264 (libx264, CRF 18, yuv420p, a keyframe every 2 frames as LeRobot does, for cheap
-random access): every LeRobot, PyAV, decord and browser decoder reads them, which AV1 (LeRobot's
-default) does not guarantee. yuv420p halves the colour resolution, so sharp colour edges come back
-blurred (luma is near exact); `read_video_frames` decodes them.
+random access), not LeRobot's default AV1: decord, the video backend of Isaac-GR00T's fine-tuning,
+cannot decode AV1 (dmlc/decord#319), while LeRobot, PyAV, decord, OpenCV and browsers all read
+H.264. yuv420p halves the colour resolution, so sharp colour edges come back blurred (luma stays
+within about 1-2 levels on average); `read_video_frames` decodes them.
 
 The reader also accepts v2.1 and v3.0 datasets, whose frames sit in parquet files under data/
 too (v3.0 packs several episodes per file): it reads every parquet file under data/ and orders
@@ -61,6 +62,7 @@ within [-2 pi, 2 pi]; degrees when an arm joint passes 100) and asks when they a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -513,10 +515,8 @@ def encode_video(path: pathlib.Path, frames: np.ndarray, fps: int = POLICY_HZ) -
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
     except BaseException:
-        try:
+        with contextlib.suppress(OSError, RuntimeError):  # the error (or Ctrl-C) that got us here is the one to report
             writer.close()  # stops ffmpeg
-        except Exception:  # noqa: S110  the error (or Ctrl-C) that got us here is the one to report
-            pass
         raise
     writer.close()  # waits for ffmpeg to finish the file
 
@@ -635,10 +635,11 @@ def read_video_frames(root: str | pathlib.Path, episode_index: int, camera: str,
     (T, H, W, 3) uint8 RGB array, frame i = the episode's parquet row i; with `frame_indices`
     (ints or a slice), only those frames.
 
-    Decodes the whole file with the ffmpeg that imageio-ffmpeg ships (H.264 and AV1 both): an
-    episode of 150 frames at 224 x 224 takes about 0.1-0.2 s, so a trainer that samples many
-    frames decodes each episode once and keeps the array (about 22 MB per camera), e.g. behind
-    `functools.lru_cache`, rather than calling this per frame."""
+    Decodes the whole file with the ffmpeg that imageio-ffmpeg ships (H.264 and AV1 both), about
+    2 ms per 224 x 224 frame (0.25 s for a 130-frame episode on a busy 2-core CPU), most of it
+    starting ffmpeg and converting colours: a trainer that samples many frames decodes each episode
+    once and keeps the array (150 KB per frame and camera), e.g. behind `functools.lru_cache`,
+    rather than calling this per frame."""
     path = video_file(root, episode_index, camera)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} is missing")

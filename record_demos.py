@@ -187,14 +187,11 @@ def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
             frames = {camera: [] for camera in writer.cameras}
             done = False
             while not done:
-                if writer.cameras:  # rendered once: recorded, and given to a demonstrator that needs images
-                    images = env.render_cameras()
-                    for camera in writer.cameras:
-                        frames[camera].append(images[camera])
-                    render = lambda images=images: [images]  # noqa: E731
-                else:
-                    render = lambda: [env.render_cameras()]  # noqa: E731
-                action = demonstrator.act(obs[None], camera_images(demonstrator, render))[0]
+                images = env.render_cameras() if writer.cameras else None  # rendered once per step
+                for camera in writer.cameras:
+                    frames[camera].append(images[camera])
+                needed = camera_images(demonstrator, lambda: [images or env.render_cameras()])  # noqa: B023  called here
+                action = demonstrator.act(obs[None], needed)[0]
                 executed = action + noise.normal(0.0, args.dart_noise_std, action.shape) if args.dart_noise_std else action
                 states.append(obs)
                 actions.append(action)
