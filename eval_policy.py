@@ -168,8 +168,8 @@ def randomization_problems(scale: float) -> list[str]:
                 f"could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
     model = mujoco.MjModel.from_xml_path(str(so101_env.XML_PATH))  # the scene alone, a few milliseconds
     table = model.geom("table")
-    reach = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
-    farthest = np.abs(so101_env.PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + reach
+    corner = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
+    farthest = np.abs(so101_env.PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + corner
     if np.any(farthest > table.size[:2]):
         problems.append(
             f"--randomization-scale {scale} puts the paper up to {100 * scaled.paper_xy:.1f} cm from its nominal "
@@ -290,10 +290,11 @@ def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [s["policy"] for s in summaries]
+    # Several checkpoints: "residual+jacobian run/checkpoints/final.pt" on a line per part, so that the labels fit.
+    names = [s["policy"].replace(" ", "\n", 1).replace("/", "/\n") for s in summaries]
     rates = np.array([s["success_rate"] for s in summaries])
     ci = np.array([s["success_rate_ci95"] for s in summaries])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(11, 2.4 * len(names)), 4.2))
     left.bar(names, 100 * rates, yerr=100 * np.abs(ci.T - rates), capsize=6, color="#c0392b")
     left.set_ylabel("success rate (%)")
     left.set_ylim(0, 105)
@@ -393,8 +394,8 @@ def aggregate_files(paths: list[str]) -> tuple[list[dict], dict]:
         found, settings = checkpoint_results(path)
         for summary in found:
             episodes = [e["seed"] for e in summary["episodes"]]
-            seeds = f"reset seeds {episodes[0]}..{episodes[-1]}" if episodes == list(range(episodes[0], episodes[0] + len(episodes))) else f"reset seeds {episodes}"
-            setting = {**settings, "reset seeds": seeds}
+            consecutive = episodes == list(range(episodes[0], episodes[0] + len(episodes)))
+            setting = {**settings, "reset seeds": f"{episodes[0]}..{episodes[-1]}" if consecutive else episodes}
             if first is None:
                 first = (path, setting)
             for key, value in setting.items():
@@ -461,8 +462,11 @@ def main(args: Args) -> list[dict]:
         print_table(summaries)
         result = checkpoint_aggregate(summaries)
         print_aggregate(result)
-        write_outputs(args, summaries, {"aggregated_from": args.aggregate_json, **settings,
-                                        "policies": summaries, "aggregate": result})
+        episodes = summaries[0]["episodes"]
+        write_outputs(args, summaries, {
+            "aggregated_from": args.aggregate_json, "seed": episodes[0]["seed"], "n_episodes": len(episodes),
+            "tape_half_size": settings["tape_half_size"], "randomization_scale": settings["randomization_scale"],
+            "policies": summaries, "aggregate": result})
         return summaries
 
     torch.set_num_threads(args.torch_threads)
@@ -482,7 +486,7 @@ def main(args: Args) -> list[dict]:
         try:
             policy = build()  # a checkpoint's residual and base are built when its turn comes
         except errors as error:
-            raise SystemExit(f"cannot evaluate {model_path or name}: {error}") from error
+            raise SystemExit(f"cannot evaluate: {error}" + (f" (checkpoint {model_path})" if model_path else "")) from error
         summary = evaluate(name, policy, args, video_dir)
         if model_path is not None:
             summary = {"policy": name, "model_path": model_path, **summary}

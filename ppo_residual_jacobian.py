@@ -87,6 +87,8 @@ class Args:
     """reward penalty per step: residual_penalty * ||residual||^2"""
     residual_log_std: float = -1.0
     """initial log standard deviation of the residual's exploration noise"""
+    reach_reward_weight: float = 0.0
+    """weight of a gripper-to-paper distance penalty until the gripper first touches the paper (pure RL's shaping; 0: off)"""
     critic_warmup_iterations: int = 2
     """first iterations train only the critic, on rollouts of the base alone"""
     tape_half_size: float = 0.08
@@ -164,7 +166,7 @@ def validate_args(args: Args) -> None:
         at_least=dict(total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, hidden_size=1,
                       torch_threads=1, num_workers=0, critic_warmup_iterations=0, eval_every=0, eval_episodes=1,
                       video_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
-                      gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
+                      reach_reward_weight=0.0, gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
                       tape_half_size=0.02, curriculum_start_half_size=0.02, curriculum_success_threshold=0.0),
         above=dict(learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
                    curriculum_step=0.0, alpha_ramp_fraction=0.0),
@@ -191,7 +193,8 @@ def validate_args(args: Args) -> None:
 
 def make_env(args: Args, tape_half_size: float):
     def thunk():
-        env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size)
+        env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size,
+                                            reward_weights=so101_env.RewardWeights(reach=args.reach_reward_weight))
         return gym.wrappers.RecordEpisodeStatistics(env)
 
     return thunk

@@ -105,8 +105,12 @@ def _choose_gl_backend() -> None:
     means GLFW; headless, EGL where it can create a display (a GPU driver or Mesa's software EGL),
     else OSMesa, else none. The choice is left in the environment for child processes."""
     global _gl_problem
-    if "mujoco" in sys.modules:
-        return  # too late: mujoco read MUJOCO_GL when it was imported
+    if "mujoco" in sys.modules:  # too late to choose: mujoco read MUJOCO_GL when it was imported
+        if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+            # It would try GLFW, which aborts the process without a display: refuse to render instead.
+            _gl_problem = ("mujoco was imported before so101_env, with no MUJOCO_GL and no display, so it would try "
+                           "GLFW; import so101_env before mujoco, or set MUJOCO_GL=egl (or osmesa) before Python starts")
+        return
     requested = os.environ.get("MUJOCO_GL")
     if requested == "disable" and os.environ.get("SO101_GL_PROBLEM"):  # a parent process found none
         _gl_problem = os.environ["SO101_GL_PROBLEM"]

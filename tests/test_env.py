@@ -1,12 +1,13 @@
 """Physics and task facts of SO101PaperSquare-v0."""
 
+import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
+
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import so101_env
 from so101_env import RewardWeights, SO101PaperSquareEnv
 
 

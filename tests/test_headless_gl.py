@@ -147,3 +147,9 @@ def test_the_users_backend_wins():
     result = run_child(STEP_AND_RENDER, MUJOCO_GL="osmesa")
     assert marker(result, "IMPORTED MUJOCO_GL=") == "'osmesa'"
     assert "STEPPED" in result.stdout
+
+
+def test_mujoco_imported_first_is_a_clear_render_error_not_a_crash():
+    # Too late to choose a backend: mujoco would try GLFW, which aborts the process without a display.
+    result = run_child("import mujoco\n" + STEP_AND_RENDER)
+    assert "import so101_env before mujoco" in render_error(result)

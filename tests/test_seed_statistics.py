@@ -1,8 +1,16 @@
-"""seed_statistics.py: IQM and its bootstrap interval on inputs worked out by hand."""
+"""seed_statistics.py: IQM and its bootstrap interval on inputs worked out by hand; eval_policy.py
+over several checkpoints (--model-paths, --aggregate-json) and its wider randomization."""
+
+import json
+import pathlib
 
 import numpy as np
 import pytest
+import torch
 
+import eval_policy
+import so101_env
+from checkpoint_io import save_checkpoint
 from seed_statistics import aggregate, bootstrap_ci, iqm, iqm_weights
 
 
@@ -62,3 +70,138 @@ def test_aggregate_reports_iqm_interval_min_mean():
 def test_bad_scores_are_refused(scores):
     with pytest.raises(ValueError):
         iqm(scores)
+
+
+# ---------------------------------------------------------------------- eval_policy.py over several checkpoints
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "checkpoints" / "residual_jacobian_seed1.pt"
+
+
+def residual_scaled(path, scale: float) -> str:
+    """The example checkpoint with its residual's last layer times `scale` (0: the base exactly)."""
+    checkpoint = torch.load(EXAMPLE, weights_only=True)
+    agent = dict(checkpoint["agent"])
+    last = max((key for key in agent if key.startswith("actor_mean.") and key.endswith(".weight")),
+               key=lambda key: int(key.split(".")[1]))
+    agent[last] = agent[last] * scale
+    agent[last.replace("weight", "bias")] = agent[last.replace("weight", "bias")] * scale
+    save_checkpoint(path, {**checkpoint, "agent": agent})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    return [residual_scaled(root / "seed1" / "final.pt", 1.0), residual_scaled(root / "seed2" / "final.pt", 0.0)]
+
+
+def test_several_checkpoints_meet_the_same_episodes_and_are_aggregated(two_seeds, tmp_path, capsys):
+    out = tmp_path / "seeds.json"
+    summaries = eval_policy.main(eval_policy.Args(model_paths=two_seeds, compare_base=True, compare_zero=True,
+                                                  n_episodes=2, seed=3, output_json=str(out)))
+    names = [s["policy"] for s in summaries]
+    # Both checkpoints are on the same Jacobian base: it is evaluated once.
+    assert names == ["residual+jacobian seed1/final.pt", "residual+jacobian seed2/final.pt", "jacobian", "zero"]
+    assert all([e["seed"] for e in s["episodes"]] == [3, 4] for s in summaries)
+    # seed2's residual is zero: its episodes are the base's, which shows they met the same papers.
+    assert summaries[1]["episodes"] == summaries[2]["episodes"]
+
+    result = json.loads(out.read_text())
+    assert result["model_paths"] == two_seeds and result["randomization_scale"] == 1.0
+    assert [p.get("model_path") for p in result["policies"]] == [*two_seeds, None, None]
+    rates = [s["success_rate"] for s in summaries[:2]]
+    assert result["aggregate"]["success_rates"] == rates and result["aggregate"]["checkpoints"] == two_seeds
+    assert result["aggregate"]["iqm"] == pytest.approx(iqm(rates))
+    assert result["aggregate"]["iqm_ci95"] == pytest.approx(list(bootstrap_ci(rates)))
+    assert "over 2 checkpoints" in capsys.readouterr().out
+
+
+def test_aggregate_json_combines_separate_runs_like_one_run(two_seeds, tmp_path, capsys):
+    files = []
+    for index, path in enumerate(two_seeds):
+        files.append(str(tmp_path / f"seed{index + 1}.json"))
+        eval_policy.main(eval_policy.Args(model_path=path, compare_base=index == 0, n_episodes=2, seed=3,
+                                          output_json=files[-1]))
+    joint = tmp_path / "joint.json"
+    eval_policy.main(eval_policy.Args(model_paths=two_seeds, n_episodes=2, seed=3, output_json=str(joint)))
+    combined = tmp_path / "combined.json"
+    summaries = eval_policy.main(eval_policy.Args(aggregate_json=files, output_json=str(combined)))
+    assert [s["model_path"] for s in summaries] == two_seeds
+    assert json.loads(combined.read_text())["aggregate"] == json.loads(joint.read_text())["aggregate"]
+    assert "IQM" in capsys.readouterr().out
+
+    # Files written before --model-paths existed name the checkpoint at the top level only.
+    legacy = tmp_path / "legacy.json"
+    first = json.loads(pathlib.Path(files[0]).read_text())  # residual and base: {"policies": [...]}
+    for summary in first["policies"]:
+        summary.pop("model_path", None)
+    legacy.write_text(json.dumps({"seed": 3, "model_path": two_seeds[0], "policies": first["policies"]}))
+    summaries = eval_policy.main(eval_policy.Args(aggregate_json=[str(legacy), files[1]]))
+    assert [s["model_path"] for s in summaries] == two_seeds
+
+    # Refused: other episodes, the same checkpoint twice, one checkpoint only, episodes asked for too.
+    other = json.loads(pathlib.Path(files[1]).read_text())
+    other["episodes"][0]["seed"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="same episodes"):
+        eval_policy.main(eval_policy.Args(aggregate_json=[files[0], str(tmp_path / "other.json")]))
+    with pytest.raises(SystemExit, match="appears twice"):
+        eval_policy.main(eval_policy.Args(aggregate_json=[files[0], files[0]]))
+    with pytest.raises(SystemExit, match="at least two"):
+        eval_policy.main(eval_policy.Args(aggregate_json=[files[1]]))
+    with pytest.raises(SystemExit, match="runs no episodes: drop --model-path"):
+        eval_policy.main(eval_policy.Args(aggregate_json=files, model_path=two_seeds[0]))
+
+
+def test_a_checkpoint_named_twice_is_refused(two_seeds):
+    with pytest.raises(SystemExit, match="named twice"):
+        eval_policy.main(eval_policy.Args(model_path=two_seeds[0], model_paths=two_seeds, n_episodes=1))
+
+
+# ---------------------------------------------------------------------- eval_policy.py --randomization-scale
+def test_randomization_scale_multiplies_all_four_ranges_and_is_recorded(tmp_path):
+    wide = eval_policy.scaled_randomization(2.0)
+    assert (wide.paper_xy, wide.paper_yaw, wide.friction, wide.mass) == pytest.approx((0.1, 0.6, 0.4, 0.2))
+    out = tmp_path / "wide.json"
+    eval_policy.main(eval_policy.Args(base_policy="zero", n_episodes=1, randomization_scale=2.0, output_json=str(out)))
+    result = json.loads(out.read_text())
+    assert result["randomization_scale"] == 2.0 and result["randomization"]["paper_xy"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("scale, message", [(0.0, "must be within"), (3.5, "must be within"),
+                                            (float("nan"), "must be a finite number")])
+def test_randomization_scale_out_of_bounds_is_refused(scale, message):
+    with pytest.raises(SystemExit, match=f"--randomization-scale {message}"):
+        eval_policy.main(eval_policy.Args(base_policy="zero", n_episodes=1, randomization_scale=scale))
+
+
+def test_randomization_that_breaks_the_physics_or_leaves_the_table_is_named():
+    # Beyond the CLI's bound, to check the guards that protect other default ranges.
+    assert eval_policy.randomization_problems(2.0) == [] and eval_policy.randomization_problems(3.0) == []
+    friction, = eval_policy.randomization_problems(5.0)  # friction +-100 %: a draw of zero
+    assert "zero or negative paper-table friction" in friction and "below 5" in friction
+    problems = eval_policy.randomization_problems(12.0)
+    assert any("off the 1.20 x 1.20 m table" in p for p in problems)
+    assert any("zero or negative paper mass" in p for p in problems)
+
+
+def test_twice_the_randomization_resets_the_paper_flat_on_the_table():
+    env = so101_env.SO101PaperSquareEnv(randomization=eval_policy.scaled_randomization(2.0))
+    table = env.model.geom("table")
+    half = env._paper_half_extents
+    offsets = []
+    for seed in range(100):
+        _, info = env.reset(seed=seed)
+        offsets.append(info["paper_offset"])
+        assert abs(info["paper_yaw"]) <= 0.6 and abs(info["friction_scale"] - 1) <= 0.4 and abs(info["mass_scale"] - 1) <= 0.2
+        x, y, yaw = *env.data.xpos[env._paper_body][:2], info["paper_yaw"]
+        rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+        corners = np.array([x, y]) + (np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) * half) @ rot.T
+        assert np.all(np.abs(corners - table.pos[:2]) < table.size[:2])  # every corner over the table
+        success, _, _ = env._task_status()
+        assert not success  # never placed in the square already
+        for _ in range(3):
+            _, _, _, truncated, step_info = env.step(np.zeros(6))
+            assert not truncated and "sim_unstable" not in step_info
+        assert env.data.xpos[env._paper_body][2] < so101_env.ON_TABLE_MAX_HEIGHT  # still lying flat
+    offsets = np.abs(np.array(offsets))
+    assert offsets.max() <= 0.1 and offsets.max() > 0.08  # the wider range is used, up to its end
