@@ -160,7 +160,7 @@ class GR00TBasePolicy(BasePolicy):
         self.chunk_steps = chunk_steps
         self._map_checkpoint(metadata, camera_map, state_keys, action_keys, units)
 
-        self.queue = ActionChunkQueue(num_envs, chunk_steps)
+        self.queue = ActionChunkQueue(num_envs, chunk_steps, align=True)  # full batches for the one model
         self.inference_seconds: list[float] = []
         self.inference_batch_sizes: list[int] = []
         self.last_inference_seconds = float("nan")

@@ -373,3 +373,32 @@ def test_server_backend_sends_the_token_from_the_environment(base, checkpoint_di
         remote.model.kill()
         thread.join(timeout=5)
         remote.model.close()
+
+
+def test_a_reset_env_comes_back_in_step_so_batches_stay_full(base):
+    calls = record_calls(base)
+    states, images = start_states(), random_images()
+    base.reset()
+    base.act(states, images)  # step 0: one call for every env
+    base.act(states)
+    base.reset(np.array([False, True, False]))
+    base.act(states, images)  # step 2: env 1 alone, with a chunk that runs out at the next boundary
+    for _ in range(3, base.chunk_steps):
+        assert not base.images_needed().any()
+        base.act(states)
+    assert base.images_needed().all()  # step chunk_steps: every env needs a chunk again, together
+    base.act(states, images)
+    assert [observation["state.single_arm"].shape[0] for observation, _ in calls] == [NUM_ENVS, 1, NUM_ENVS]
+
+
+def test_the_il_queue_keeps_whole_chunks_after_a_reset():
+    from action_chunks import ActionChunkQueue
+
+    queue = ActionChunkQueue(2, chunk_steps=4)
+    queue.load(np.array([True, True]), np.zeros((2, 4, 6)))
+    queue.pop()
+    queue.reset(np.array([False, True]))
+    queue.load(np.array([False, True]), np.zeros((1, 4, 6)))
+    for _ in range(3):
+        queue.pop()
+    np.testing.assert_array_equal(queue.needs_chunk(), [True, False])  # env 1 runs its 4 steps in full
