@@ -67,7 +67,38 @@ PROMPT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", IMAGE_
 FUTURE_TOKENS_KEY = "action_head.future_tokens.weight"
 EMBED_TOKENS_KEY = "backbone.eagle_model.language_model.model.embed_tokens.weight"
 LM_HEAD_KEY = "backbone.eagle_model.language_model.lm_head.weight"
-CROP_FRACTION = 0.95  # eval-time centre crop of the Isaac video transform
+CROP_FRACTION = 0.95  # crop of the Isaac video transform: random at train time, centred at inference
+COLOR_JITTER = {"brightness": 0.3, "contrast": 0.4, "saturation": 0.5, "hue": 0.08}  # Isaac's train-time VideoColorJitter
+TOKENIZER_SUBDIR = "tokenizer"  # where a checkpoint carries its own tokenizer (small configurations do; Isaac's do not)
+BYTE_TOKENIZER_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_CONTEXT_TOKEN, "<img>", "</img>"]
+BYTE_TOKENIZER_VOCAB_SIZE = 256 + len(BYTE_TOKENIZER_SPECIAL_TOKENS)  # see write_byte_tokenizer
+# config.json of nvidia/GR00T-N1.5-3B (the fields Isaac's GR00T_N1_5 config holds; facts file section 1.5). Fine-tunes
+# copy it, so it is also the template of configurations trained from scratch (with backbone_cfg.vision_config etc.).
+N15_CONFIG = {
+    "model_type": "gr00t_n1_5", "architectures": ["GR00T_N1_5"], "torch_dtype": "bfloat16", "transformers_version": "4.51.3",
+    "action_horizon": 16, "action_dim": 32, "hidden_size": 2048, "model_dtype": "float32", "attn_implementation": None,
+    "backbone_cfg": {
+        "eagle_path": "NVEagle/eagle_er-qwen3_1_7B-Siglip2_400M_stage1_5_128gpu_er_v7_1mlp_nops", "select_layer": 12,
+        "project_to_dim": None, "tune_llm": False, "tune_visual": True, "use_flash_attention": True, "load_bf16": False,
+        "reproject_vision": False,
+    },
+    "action_head_cfg": {
+        "action_dim": 32, "action_horizon": 16, "add_pos_embed": True, "backbone_embedding_dim": 2048, "hidden_size": 1024,
+        "input_embedding_dim": 1536, "max_action_dim": 32, "max_state_dim": 64, "max_num_embodiments": 32, "max_seq_len": 1024,
+        "model_dtype": "float32", "noise_beta_alpha": 1.5, "noise_beta_beta": 1.0, "noise_s": 0.999,
+        "num_inference_timesteps": 4, "num_target_vision_tokens": 32, "num_timestep_buckets": 1000,
+        "tune_diffusion_model": True, "tune_projector": True, "use_vlln": True,
+        "diffusion_model_cfg": {
+            "attention_head_dim": 48, "cross_attention_dim": 2048, "dropout": 0.2, "final_dropout": True,
+            "interleave_self_attention": True, "norm_type": "ada_norm", "num_attention_heads": 32, "num_layers": 16,
+            "output_dim": 1024, "positional_embeddings": None,
+        },
+        "vl_self_attention_cfg": {
+            "attention_head_dim": 64, "dropout": 0.2, "final_dropout": True, "num_attention_heads": 32, "num_layers": 4,
+            "positional_embeddings": None,
+        },
+    },
+}
 # Server request cap. One get_action for 64 envs x 2 cameras x 224x224x3 uint8 frames is 19.3 MB
 # (states and text add a few kB), so 64 MB leaves room for about 3x that.
 DEFAULT_MAX_MESSAGE_MB = 64
@@ -242,12 +273,15 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm1 = AdaLayerNorm(dim) if timestep_conditioned else nn.LayerNorm(dim, eps=1e-5)
         self.attn1 = Attention(dim, heads, head_dim, context_dim, dropout)
+        # Isaac's blocks (`final_dropout=True`) drop the attention output once more, after to_out's own
+        # dropout. No parameters, and an identity at inference: it matters only when training.
+        self.final_dropout = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=not timestep_conditioned)
         self.ff = FeedForward(dim, dropout)
 
     def forward(self, x, context=None, temb=None):
         normed = self.norm1(x) if temb is None else self.norm1(x, temb)
-        x = x + self.attn1(normed, context)
+        x = x + self.final_dropout(self.attn1(normed, context))
         return x + self.ff(self.norm3(x))
 
 
@@ -319,7 +353,9 @@ class SelfAttentionTransformer(nn.Module):
 
 
 class FlowMatchingActionHead(nn.Module):
-    """State + VL tokens -> action chunk by Euler-integrating a learned velocity field from noise (t=0) to data (t=1)."""
+    """State + VL tokens -> action chunk by Euler-integrating a learned velocity field from noise (t=0) to data (t=1).
+
+    `forward` samples a chunk (inference); `loss` is the flow-matching training loss of the same network."""
 
     def __init__(self, cfg: dict, future_tokens: bool):
         super().__init__()
@@ -328,6 +364,9 @@ class FlowMatchingActionHead(nn.Module):
         self.action_horizon, self.action_dim = cfg["action_horizon"], cfg["action_dim"]
         self.num_steps = cfg.get("num_inference_timesteps", 4)
         self.num_timestep_buckets = cfg.get("num_timestep_buckets", 1000)
+        # Training-time flow times: s ~ Beta(alpha, beta), t = (noise_s - s) / noise_s.
+        self.noise_beta_alpha, self.noise_beta_beta = cfg.get("noise_beta_alpha", 1.5), cfg.get("noise_beta_beta", 1.0)
+        self.noise_s = cfg.get("noise_s", 0.999)
         self.vlln = nn.LayerNorm(cfg["backbone_embedding_dim"], eps=1e-5)
         vl, dit = cfg["vl_self_attention_cfg"], cfg["diffusion_model_cfg"]
         self.vl_self_attention = SelfAttentionTransformer(vl["num_layers"], vl["num_attention_heads"], vl["attention_head_dim"], vl.get("dropout", 0.0))
@@ -340,14 +379,25 @@ class FlowMatchingActionHead(nn.Module):
         self.future_tokens = nn.Embedding(cfg.get("num_target_vision_tokens", 32), dim) if future_tokens else None
         self.position_embedding = nn.Embedding(cfg.get("max_seq_len", 1024), dim)
 
+    def prefix_tokens(self, state: torch.Tensor, embodiment_id: torch.Tensor) -> list[torch.Tensor]:
+        """The DiT tokens before the actions: [state token (B, 1, dim)] + [future tokens (B, 32, dim)] if present."""
+        prefix = [self.state_encoder(state, embodiment_id)]
+        if self.future_tokens is not None:
+            prefix.append(self.future_tokens.weight.expand(state.shape[0], -1, -1))
+        return prefix
+
+    def velocity(self, actions, timestep, prefix, vl_tokens, embodiment_id) -> torch.Tensor:
+        """Predicted flow velocity (B, horizon, action_dim) at noisy `actions` and integer `timestep` (B,)."""
+        positions = self.position_embedding.weight[: self.action_horizon]
+        action_tokens = self.action_encoder(actions, timestep, embodiment_id) + positions
+        tokens = self.model(torch.cat(prefix + [action_tokens], dim=1), vl_tokens, timestep)
+        return self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
+
     def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions."""
         batch, device = state.shape[0], vl_features.device
         vl_tokens = self.vl_self_attention(self.vlln(vl_features))
-        prefix = [self.state_encoder(state, embodiment_id)]
-        if self.future_tokens is not None:
-            prefix.append(self.future_tokens.weight.expand(batch, -1, -1))
-        positions = self.position_embedding.weight[: self.action_horizon]
+        prefix = self.prefix_tokens(state, embodiment_id)
         # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
         noise_device = generator.device if generator is not None else torch.device("cpu")
         actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
@@ -356,11 +406,38 @@ class FlowMatchingActionHead(nn.Module):
         for step in range(self.num_steps):
             # Isaac discretizes t = step/N into buckets: 0, 250, 500, 750 for 4 steps.
             timestep = torch.full((batch,), int(step / self.num_steps * self.num_timestep_buckets), device=device)
-            action_tokens = self.action_encoder(actions, timestep, embodiment_id) + positions
-            tokens = self.model(torch.cat(prefix + [action_tokens], dim=1), vl_tokens, timestep)
-            velocity = self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
-            actions = actions + dt * velocity
+            actions = actions + dt * self.velocity(actions, timestep, prefix, vl_tokens, embodiment_id)
         return actions
+
+    def sample_time(self, batch: int, device, dtype=torch.float32) -> torch.Tensor:
+        """Training flow times (B,) as Isaac draws them: s ~ Beta(1.5, 1.0) on the CPU generator, t = (0.999 - s) / 0.999.
+
+        t leans toward the noise end (mean 0.40) and can be a hair below 0 (when s > 0.999)."""
+        beta = torch.distributions.Beta(float(self.noise_beta_alpha), float(self.noise_beta_beta))
+        return (self.noise_s - beta.sample([batch]).to(device, dtype=dtype)) / self.noise_s
+
+    def loss(self, vl_features, state, actions, action_mask, embodiment_id,
+             noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow-matching loss of Isaac's N1.5 action head (`FlowmatchingActionHead.forward`), one scalar.
+
+        actions (B, horizon, action_dim) normalized and zero-padded, action_mask the same shape (1 on
+        the real action dims of valid steps). `noise` (like actions) and `t` (B,) default to Isaac's draws,
+        in Isaac's order (noise, then t, after the VL dropout): pass them to check the loss on fixed draws.
+            x_t = (1 - t) * noise + t * actions,   target velocity = actions - noise,
+            timestep = int64(t * 1000) (truncation) for the action encoder and the DiT,
+            loss = sum(mask * (v_pred - target)^2) / sum(mask), one masked mean over the whole batch."""
+        vl_tokens = self.vl_self_attention(self.vlln(vl_features))
+        prefix = self.prefix_tokens(state, embodiment_id)
+        if noise is None:
+            noise = torch.randn(actions.shape, device=actions.device, dtype=actions.dtype)
+        if t is None:
+            t = self.sample_time(actions.shape[0], actions.device, actions.dtype)
+        t = t.to(device=actions.device, dtype=actions.dtype)
+        noisy = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
+        target = actions - noise
+        timestep = (t * self.num_timestep_buckets).long()
+        predicted = self.velocity(noisy, timestep, prefix, vl_tokens, embodiment_id)
+        return (F.mse_loss(predicted, target, reduction="none") * action_mask).sum() / action_mask.sum()
 
 
 class GR00TN15(nn.Module):
@@ -379,10 +456,48 @@ class GR00TN15(nn.Module):
         # The extra `eagle_model` level only mirrors the Isaac key names.
         self.backbone = nn.ModuleDict({"eagle_model": EagleVLM(vision, text, attn_implementation)})
         self.action_head = FlowMatchingActionHead(config["action_head_cfg"], future_tokens)
+        self.config = config  # written back as config.json by `save_checkpoint`
+        self.image_size = vision["image_size"]
+        self.frozen_modules: tuple[str, ...] = ()  # kept in eval mode by train(); see set_trainable_parameters
 
     @property
     def tokens_per_image(self) -> int:
         return self.backbone["eagle_model"].tokens_per_image
+
+    def set_trainable_parameters(self, tune_llm: bool = False, tune_visual: bool = False, tune_projector: bool = True,
+                                 tune_diffusion_model: bool = True) -> None:
+        """Freeze what Isaac's four tune flags freeze (defaults: Isaac's and phospho's fine-tuning defaults).
+
+        tune_llm: the Qwen3 layers and token embeddings; tune_visual: SigLIP and the mlp1 projector;
+        tune_projector: the action head's state encoder, action encoder, action decoder and position
+        embedding; tune_diffusion_model: the DiT. The VL LayerNorm, the VL self-attention and the future
+        tokens always train, as in Isaac. Frozen modules also stay in eval mode (no dropout) under train()."""
+        head, vlm = "action_head.", "backbone.eagle_model."
+        groups = {
+            vlm + "language_model": tune_llm, vlm + "vision_model": tune_visual, vlm + "mlp1": tune_visual,
+            head + "state_encoder": tune_projector, head + "action_encoder": tune_projector,
+            head + "action_decoder": tune_projector, head + "position_embedding": tune_projector,
+            head + "model": tune_diffusion_model,
+        }
+        self.requires_grad_(True)
+        for name, tune in groups.items():
+            self.get_submodule(name).requires_grad_(tune)
+        self.frozen_modules = tuple(name for name, tune in groups.items() if not tune)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> GR00TN15:
+        super().train(mode)
+        for name in self.frozen_modules if mode else ():
+            self.get_submodule(name).eval()
+        return self
+
+    def forward(self, input_ids, attention_mask, pixel_values, state, actions, action_mask, embodiment_id,
+                image_token_id: int, noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Training: model inputs (as GR00TPolicy.prepare_inputs gives them) + the normalized, padded action
+        chunk (B, horizon, action_dim) and its mask -> the flow-matching loss (FlowMatchingActionHead.loss).
+        Mixed precision is the caller's choice (Isaac trains float32 weights under bf16 autocast)."""
+        features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values, image_token_id)
+        return self.action_head.loss(features, state, actions, action_mask, embodiment_id, noise=noise, t=t)
 
     @torch.inference_mode()
     def get_action(self, input_ids, attention_mask, pixel_values, state, embodiment_id, image_token_id: int,
@@ -396,7 +511,7 @@ class GR00TN15(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoint loading.
+# Checkpoint loading and saving.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -442,7 +557,7 @@ def resolve_source(source: str | Path, what: str, allow_patterns: list[str], rev
 
 def resolve_checkpoint(checkpoint: str | Path, revision: str | None = None, weights: bool = True) -> Path:
     """Checkpoint directory holding config.json and experiment_cfg/metadata.json (and the weights if `weights`)."""
-    patterns = ["config.json", "model.safetensors.index.json", "experiment_cfg/*"] + (["*.safetensors"] if weights else [])
+    patterns = ["config.json", "model.safetensors.index.json", "experiment_cfg/*", f"{TOKENIZER_SUBDIR}/*"] + (["*.safetensors"] if weights else [])
     directory = resolve_source(checkpoint, "GR00T checkpoint", patterns, revision)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(
@@ -538,6 +653,80 @@ def load_tokenizer(source: str | Path = DEFAULT_TOKENIZER):
     return tokenizer
 
 
+def checkpoint_tokenizer(directory: Path) -> Path | None:
+    """The tokenizer a checkpoint directory carries, if any: its `tokenizer/` folder (what `save_checkpoint`
+    writes), or the directory itself when it holds tokenizer_config.json. Isaac checkpoints carry none."""
+    for candidate in (directory / TOKENIZER_SUBDIR, directory):
+        if (candidate / "tokenizer_config.json").is_file():
+            return candidate
+    return None
+
+
+def write_byte_tokenizer(directory: Path) -> Path:
+    """A byte-level BPE tokenizer in the Eagle/Qwen2 file layout (vocab.json + merges.txt, no merges) with the
+    special tokens the GR00T prompt needs: BYTE_TOKENIZER_VOCAB_SIZE ids, every text one token per UTF-8 byte.
+    Small configurations trained from scratch use it (Eagle's 151,680 ids would dwarf their embeddings)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    (directory / "added_tokens.json").write_text(json.dumps({t: len(vocab) + i for i, t in enumerate(BYTE_TOKENIZER_SPECIAL_TOKENS)}))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>",
+        "additional_special_tokens": BYTE_TOKENIZER_SPECIAL_TOKENS[1:], "model_max_length": 131072,
+    }))
+    return directory
+
+
+def save_checkpoint(model: GR00TN15, directory: str | Path, metadata: dict, tokenizer=None,
+                    max_shard_bytes: int = 5 * 1024**3) -> Path:
+    """Write `model` in the Isaac on-disk format into `directory` (created; it must not exist or be empty).
+
+    config.json (`model.config`); the weights in their dtype as model.safetensors, or past `max_shard_bytes`
+    as model-0000k-of-0000n.safetensors shards with model.safetensors.index.json (HF's layout and 5 GiB
+    default); experiment_cfg/metadata.json (`metadata`: the {embodiment_tag: {statistics, modalities,
+    embodiment_tag}} layout `load_metadata` and Isaac read, checked here); and, with `tokenizer`, its files in
+    tokenizer/, which `GR00TPolicy.from_pretrained` then prefers to the default Eagle tokenizer. The tied
+    lm_head is not stored (loaders fill it from embed_tokens, as for HF's save_pretrained)."""
+    from safetensors.torch import save_file
+
+    for tag in metadata:
+        GR00TMetadata.from_json(metadata, tag)  # fails here, not in the loader, on a malformed layout
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        raise FileExistsError(f"{directory} is not empty; save_checkpoint writes into a new or empty directory")
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items() if key != LM_HEAD_KEY}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for number, shard in enumerate(shards, start=1):
+            name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, directory / name, metadata={"format": "pt"})
+            weight_map |= dict.fromkeys(shard, name)
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (directory / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (directory / "config.json").write_text(json.dumps(model.config, indent=2))
+    (directory / "experiment_cfg").mkdir()
+    (directory / "experiment_cfg" / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory / TOKENIZER_SUBDIR))
+    return directory
+
+
 # ---------------------------------------------------------------------------------------------
 # Metadata, pre-processing and post-processing.
 # ---------------------------------------------------------------------------------------------
@@ -626,6 +815,67 @@ def preprocess_images(frames: np.ndarray, image_size: int = 224) -> torch.Tensor
     return images / 127.5 - 1.0
 
 
+def augment_images(frames: np.ndarray, image_size: int = 224, generator: torch.Generator | None = None,
+                   crop_fraction: float = CROP_FRACTION, jitter: dict | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Isaac's train-time video transform for the views of ONE sample: uint8 (V, H, W, 3) RGB -> float
+    (V, 3, S, S) in [-1, 1]. `preprocess_images` (inference) with a random crop instead of the centre one
+    and colour jitter after the resize: random 95 % crop, bilinear antialiased resize, ColorJitter
+    (`jitter`, default COLOR_JITTER), truncation to uint8, (x/255 - 0.5) / 0.5. Isaac transforms all views
+    of a sample as one stacked tensor, so they share the crop offset and the jitter draw; so do we. The
+    draws come from `generator` (a CPU one); the pixels are processed on `device`."""
+    images = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    height, width = images.shape[-2:]
+    crop_h, crop_w = int(crop_fraction * height), int(crop_fraction * width)
+    top = int(torch.randint(height - crop_h + 1, (), generator=generator))  # torchvision RandomCrop's offsets
+    left = int(torch.randint(width - crop_w + 1, (), generator=generator))
+    images = images[..., top:top + crop_h, left:left + crop_w]
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    images = color_jitter(images, generator, **(COLOR_JITTER if jitter is None else jitter))
+    images = (images * 255).clamp(0, 255).to(torch.uint8).float()
+    return images / 127.5 - 1.0
+
+
+def color_jitter(images: torch.Tensor, generator: torch.Generator | None, brightness: float, contrast: float,
+                 saturation: float, hue: float) -> torch.Tensor:
+    """torchvision's ColorJitter on float RGB (N, 3, H, W) in [0, 1], one draw for all N images: factors
+    uniform in [1 - x, 1 + x] for brightness, contrast and saturation and a hue shift uniform in [-hue, hue]
+    (of a full turn), applied in a random order. Brightness scales, contrast blends with the mean grey of
+    each image, saturation with its grey image, each clamped to [0, 1]; hue rotates in HSV."""
+    order = torch.randperm(4, generator=generator).tolist()
+    factors = [1 + x * (2 * float(torch.rand((), generator=generator)) - 1) for x in (brightness, contrast, saturation)]
+    shift = hue * (2 * float(torch.rand((), generator=generator)) - 1)
+
+    def grey(x):  # ITU-R 601-2 luma, torchvision's weights
+        return (x * torch.tensor([0.2989, 0.587, 0.114], device=x.device).view(3, 1, 1)).sum(-3, keepdim=True)
+
+    def blend(x, other, factor):
+        return (factor * x + (1 - factor) * other).clamp(0, 1)
+
+    operations = [
+        lambda x: blend(x, 0.0, factors[0]),
+        lambda x: blend(x, grey(x).mean((-3, -2, -1), keepdim=True), factors[1]),
+        lambda x: blend(x, grey(x), factors[2]),
+        lambda x: rotate_hue(x, shift),
+    ]
+    for index in order:
+        images = operations[index](images)
+    return images
+
+
+def rotate_hue(images: torch.Tensor, shift: float) -> torch.Tensor:
+    """Add `shift` (a fraction of a turn) to the hue of float RGB images (..., 3, H, W) in [0, 1]."""
+    r, g, b = images.unbind(-3)
+    value, low = images.amax(-3), images.amin(-3)
+    chroma = value - low
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), 0.0)
+    c = chroma.clamp_min(1e-12)
+    hue = torch.where(value == r, ((g - b) / c) % 6, torch.where(value == g, (b - r) / c + 2, (r - g) / c + 4)) / 6
+    hue = (torch.where(chroma > 0, hue, 0.0) + shift) % 1.0
+    # HSV -> RGB: channel n of (r, g, b) = v - v * s * clamp(min(k, 4 - k), 0, 1), k = (n' + 6 h) mod 6, n' = 5, 3, 1
+    k = (torch.tensor([5.0, 3.0, 1.0], device=images.device).view(3, 1, 1) + 6 * hue.unsqueeze(-3)) % 6
+    return value.unsqueeze(-3) - (value * saturation).unsqueeze(-3) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
 def build_prompt(instruction: str, num_images: int, tokens_per_image: int) -> str:
     """The Eagle chat prompt: images first, each as `<image k><img>` + placeholders + `</img>`."""
     images = "".join(f"<image {k}><img>{IMAGE_CONTEXT_TOKEN * tokens_per_image}</img>" for k in range(1, num_images + 1))
@@ -679,15 +929,19 @@ class GR00TPolicy:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, embodiment_tag: str = "new_embodiment",
-                        tokenizer: str | Path = DEFAULT_TOKENIZER, dtype: str | torch.dtype = "bfloat16",
+                        tokenizer: str | Path | None = None, dtype: str | torch.dtype = "bfloat16",
                         device: str | None = None, revision: str | None = None, attn_implementation: str = "sdpa",
                         seed: int | None = None, clip_actions: bool = False) -> GR00TPolicy:
         """Load a checkpoint directory or hub id (`revision` = branch/tag/commit, e.g. phospho's step branches).
-        `dtype` is the weight and compute dtype whatever the stored dtype; device defaults to CUDA if present."""
+        `dtype` is the weight and compute dtype whatever the stored dtype; device defaults to CUDA if present.
+        Tokenizer: the checkpoint's own (`checkpoint_tokenizer`) unless `tokenizer` names another than the
+        default; else `tokenizer`, or DEFAULT_TOKENIZER (the Eagle 2.5 one, downloaded on first use)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         directory = resolve_checkpoint(checkpoint, revision)
         metadata = load_metadata(directory, embodiment_tag)  # before the weights: fails fast on a bad tag
+        if tokenizer is None or str(tokenizer) == DEFAULT_TOKENIZER:
+            tokenizer = checkpoint_tokenizer(directory) or DEFAULT_TOKENIZER
         tokenizer = load_tokenizer(tokenizer)
         model = load_model(directory, dtype, device, attn_implementation)
         return cls(model, tokenizer, metadata, seed=seed, clip_actions=clip_actions)
@@ -1008,7 +1262,8 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
         sub.add_argument("--revision", default=None, help="hub branch/tag/commit")
         sub.add_argument("--embodiment-tag", default="new_embodiment")
-    serve.add_argument("--groot-tokenizer", default=DEFAULT_TOKENIZER, help="Eagle 2.5 tokenizer directory or hub id")
+    serve.add_argument("--groot-tokenizer", default=None,
+                       help=f"tokenizer directory or hub id (default: the checkpoint's own tokenizer/ if it has one, else {DEFAULT_TOKENIZER})")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only); --host 0.0.0.0 accepts clients "
                             "from the network, and should come with --api-token")
