@@ -42,15 +42,12 @@ import json
 import math
 import os
 import pathlib
-import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -58,8 +55,8 @@ from torch.utils.tensorboard import SummaryWriter
 import groot_n15
 from groot_base import default_joint_keys, groot_joint_units
 from groot_n15 import EMBODIMENT_TAG_TO_ID, GR00TN15, IMAGE_CONTEXT_TOKEN
-from lerobot_dataset import read_video_frames
-from run_utils import create_run_dir, option_problems
+from lerobot_dataset import read_frames, read_video_frames
+from run_utils import create_run_dir, option_problems, replace_directory, unique_sibling
 
 
 @dataclass
@@ -216,12 +213,10 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
     task_key = modality.get("annotation", {}).get("human.task_description", {}).get("original_key")
     columns = sorted({key for key, _, _ in [*state_groups.values(), *action_groups.values()]}
                      | {"episode_index", "frame_index"} | ({task_key} if task_key else set()))
-    files = sorted(root.glob("data/**/*.parquet"))
-    if not files:
-        raise SystemExit(f"{root} has no parquet files under data/")
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-    table = table.sort_by([("episode_index", "ascending"), ("frame_index", "ascending")])
-    arrays = {key: np.asarray(table.column(key).to_pylist(), dtype=np.float64) for key in columns}
+    try:
+        arrays = read_frames(root, columns)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     tasks = {}
     if task_key and (root / "meta" / "tasks.jsonl").is_file():
         for line in (root / "meta" / "tasks.jsonl").read_text().splitlines():
@@ -325,7 +320,7 @@ def publish_checkpoint(write, output: pathlib.Path) -> None:
     either the previous checkpoint or the complete new one. Only an empty directory or a checkpoint of
     this script is replaced."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f"{output.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    staging = unique_sibling(output, "tmp")
     try:
         write(staging)
     except BaseException:
@@ -333,14 +328,7 @@ def publish_checkpoint(write, output: pathlib.Path) -> None:
         raise
     try:
         if is_our_checkpoint(output):
-            aside = output.with_name(f"{output.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-            os.rename(output, aside)
-            try:
-                os.rename(staging, output)
-            except OSError:
-                os.rename(aside, output)
-                raise
-            shutil.rmtree(aside)
+            replace_directory(output, staging)
         else:
             os.rename(staging, output)  # fails unless output is absent or an empty directory (rename(2) replaces that)
     except OSError as error:  # e.g. someone wrote into the output directory meanwhile: keep the new checkpoint

@@ -68,9 +68,7 @@ import json
 import math
 import os
 import pathlib
-import secrets
 import shutil
-import sys
 from dataclasses import dataclass, field
 
 import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
@@ -81,6 +79,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from run_utils import replace_directory, unique_sibling
 from so101_env import ACTION_DIM, JOINT_NAMES, POLICY_HZ, STATE_DIM
 
 CODEBASE_VERSION = "v2.0"
@@ -198,7 +197,7 @@ class DatasetWriter:
         self.replaces_dataset = _check_target(self.root, self._target, overwrite)
         """whether `close` replaces a dataset already in `root` (only with `overwrite`)"""
         self._created_parents = _make_parents(self._target.parent)
-        self.staging = _unique_sibling(self._target, "tmp")
+        self.staging = unique_sibling(self._target, "tmp")
         """the directory being written; it becomes `root` (or its contents do) on `close`"""
         try:
             self.staging.mkdir()
@@ -329,18 +328,8 @@ class DatasetWriter:
             if self.replaces_dataset:
                 if not is_lerobot_dataset(target):
                     raise FileExistsError(f"{self.root} no longer holds a LeRobot dataset; not replacing it")
-                aside = _unique_sibling(target, "old")
-                os.rename(target, aside)
-                try:
-                    os.rename(staging, target)
-                except BaseException:
-                    os.rename(aside, target)
-                    raise
+                replace_directory(target, staging)  # the old dataset is the one `overwrite` asked to replace
                 self.state = "published"
-                try:
-                    shutil.rmtree(aside)  # the old dataset that `overwrite` asked to replace
-                except OSError as error:
-                    print(f"warning: the old dataset, moved aside to {aside}, could not be removed: {error}", file=sys.stderr)
             elif not target.exists():
                 os.rename(staging, target)
                 self.state = "published"
@@ -489,14 +478,6 @@ def _remove_empty(directories: list[pathlib.Path]) -> None:
             break
 
 
-def _unique_sibling(target: pathlib.Path, kind: str) -> pathlib.Path:
-    """A path beside `target` (same filesystem, so renames are atomic) that does not exist yet."""
-    while True:
-        path = target.with_name(f"{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
-        if not path.exists() and not path.is_symlink():
-            return path
-
-
 def _vector_column(values: np.ndarray) -> pa.Array:
     values = np.ascontiguousarray(values, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
@@ -523,10 +504,8 @@ def encode_video(path: pathlib.Path, frames: np.ndarray, fps: int = POLICY_HZ) -
 
 def _feature_stats(column: pa.ChunkedArray) -> dict:
     """min, max, mean, std, count of one episode's parquet column (scalars as 1-vectors)."""
-    if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
-        values = _as_matrix(column)
-    else:
-        values = column.to_numpy().astype(np.float64)[:, None]
+    values = _as_array(column)
+    values = values[:, None] if values.ndim == 1 else values
     return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
             "std": values.std(0).tolist(), "count": [len(values)]}
 
@@ -583,14 +562,8 @@ def read_dataset(root: str | pathlib.Path, units: str | None = None) -> Demonstr
     missing = [name for name in ("observation.state", "action") if name not in features]
     if missing:
         raise ValueError(f"dataset {root} lacks the feature(s) {missing}; a BC dataset needs observation.state and action")
-    files = sorted(root.glob("data/**/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"dataset {root} has no parquet files under data/")
     observation = ["observation.state"] + [n for n in ["observation.environment_state"] if n in features]
-    columns = [*observation, "action", "episode_index", "frame_index"]
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-    table = table.sort_by([("episode_index", "ascending"), ("frame_index", "ascending")])
-    arrays = {name: _as_matrix(table.column(name)) for name in [*observation, "action"]}
+    arrays = read_frames(root, [*observation, "action", "episode_index"])
     if arrays["observation.state"].shape[1] != ACTION_DIM or arrays["action"].shape[1] != ACTION_DIM:
         raise ValueError(f"dataset {root}: observation.state and action must hold the {ACTION_DIM} SO-101 joints")
 
@@ -600,7 +573,7 @@ def read_dataset(root: str | pathlib.Path, units: str | None = None) -> Demonstr
         arrays[name] = units_to_radians(arrays[name], units)
 
     state = np.concatenate([arrays[name] for name in observation], axis=1)
-    episode_index = table.column("episode_index").to_numpy()
+    episode_index = arrays["episode_index"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
     ends = np.r_[starts[1:], len(episode_index)]
     episodes = [{"state": state[a:b], "target": arrays["action"][a:b]} for a, b in zip(starts, ends)]
@@ -658,10 +631,25 @@ def decode_video(path: str | pathlib.Path) -> np.ndarray:
     return np.frombuffer(bytearray(data), dtype=np.uint8).reshape(-1, height, width, 3)  # writable
 
 
-def _as_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A list<float> or fixed_size_list<float> column as an (N, D) float64 array."""
-    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return flat.astype(np.float64).reshape(len(column), -1)
+def read_frames(root: str | pathlib.Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """The named columns of every parquet file under `root/data/`, in episode and frame order, as
+    float64 arrays: (N, D) for vector features, (N,) for scalar ones."""
+    files = sorted(pathlib.Path(root).glob("data/**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"dataset {root} has no parquet files under data/")
+    wanted = list(dict.fromkeys([*columns, "episode_index", "frame_index"]))
+    table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in files])
+    table = table.sort_by([("episode_index", "ascending"), ("frame_index", "ascending")])
+    return {name: _as_array(table.column(name)) for name in columns}
+
+
+def _as_array(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A list<float> or fixed_size_list<float> column as (N, D) float64, a scalar column as (N,)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        return column.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(column), -1)
+    return column.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def units_from_extent(extent: np.ndarray) -> str | None:

@@ -377,13 +377,13 @@ class RolloutCollector:
         self.envs.close()
 
 
-def make_rollout_collector(args: Args, agent: Agent, storage: RolloutStorage, tape_half_size: float, seed: int):
+def make_rollout_collector(args: Args, agent: Agent, storage: RolloutStorage, tape_half_size: float, seed: int,
+                           base_kwargs: dict):
     """A RolloutCollector over all envs in this process, or one per slice of the envs in worker processes."""
 
     def make_collector(columns: slice) -> RolloutCollector:
         envs = gym.vector.SyncVectorEnv([make_env(args, tape_half_size) for _ in range(columns.stop - columns.start)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         base = make_base_policy(args.base_policy, num_envs=envs.num_envs, act_scale=args.act_scale, **base_kwargs)
         return RolloutCollector(args, envs, base, agent, storage, columns, seed)
 
@@ -508,7 +508,7 @@ def main(args: Args) -> pathlib.Path:
     storage = RolloutStorage.zeros(args.num_steps, args.num_envs, state_dim, action_dim, device)
     seed = args.seed + 1000 * (start_iteration - 1)  # a resumed run meets new episodes
 
-    collector = make_rollout_collector(args, agent, storage, tape_half_size, seed)
+    collector = make_rollout_collector(args, agent, storage, tape_half_size, seed, base_kwargs)
     torch.set_num_threads(args.torch_threads)
     states, actor_inputs, residuals = storage.states, storage.actor_inputs, storage.residuals
     logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values

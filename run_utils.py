@@ -8,7 +8,10 @@ import io
 import math
 import os
 import pathlib
+import secrets
+import shutil
 import signal
+import sys
 
 import imageio.v2 as imageio
 import numpy as np
@@ -28,6 +31,31 @@ def create_run_dir(root: str | os.PathLike, name: str) -> pathlib.Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run directory for {name!r} in {root}")
+
+
+def unique_sibling(target: pathlib.Path, kind: str) -> pathlib.Path:
+    """A path beside `target` (same filesystem, so renames are atomic) that does not exist yet."""
+    while True:
+        path = target.with_name(f"{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+        if not path.exists() and not path.is_symlink():
+            return path
+
+
+def replace_directory(target: pathlib.Path, new: pathlib.Path) -> None:
+    """Put the complete directory `new` in place of the directory `target`: the old one is moved
+    aside first and put back if the swap fails, and removed only once `new` is in place (a failure
+    to remove it is a warning: the replacement has happened)."""
+    aside = unique_sibling(target, "old")
+    os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    try:
+        shutil.rmtree(aside)
+    except OSError as error:
+        print(f"warning: the replaced {target.name}, moved aside to {aside}, could not be removed: {error}", file=sys.stderr)
 
 
 def flag(name: str) -> str:
