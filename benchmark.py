@@ -3,6 +3,7 @@
     python benchmark.py --only env                   # env step rate against the raw MuJoCo limit
     pip install -r requirements-bench.txt
     python benchmark.py --output BENCHMARKS.md       # everything, including Stable-Baselines3
+    python benchmark.py --only time95 --our-runs runs/<run> ...   # minutes to 95 % success, ours and SB3's
 
 Sections (each prints as it finishes; --output writes them all as Markdown):
   env      raw mj_step rate of the scene (no Python in the loop) and one SO101PaperSquareEnv's
@@ -11,6 +12,10 @@ Sections (each prints as it finishes; --output writes them all as Markdown):
            rounds on the same core; the median round is reported.
   vector   env steps/s of gymnasium's Sync and Async vector envs for 1, 2, 4 and 8 envs.
   render   milliseconds per dual-camera frame (top view | wrist) at 224 x 224 per camera.
+  time95   minutes and env steps until a 100-episode evaluation first reaches 95 % success:
+           read off ppo_residual_jacobian.py runs made with --eval-episodes 100 (--our-runs), and
+           measured for Stable-Baselines3 PPO (SubprocVecEnv, the same settings, alpha 0.5 from the
+           start, final square) evaluated on the same 100 episodes every 10 iterations.
   train    training throughput of ppo_residual_jacobian.py against Stable-Baselines3 PPO (with
            its SubprocVecEnv and its DummyVecEnv) on the same residual task (Jacobian base,
            alpha 0.5), with the same number of envs, rollout length, minibatch size, epochs,
@@ -68,6 +73,14 @@ class Args:
     """interleaved rounds of the training comparison (each trainer once per round)"""
     num_envs: int = 8
     """environments in the training comparison"""
+    our_runs: tuple[str, ...] = ()
+    """time95: run directories of ppo_residual_jacobian.py trained with --eval-episodes 100"""
+    sb3_seeds: tuple[int, ...] = (1,)
+    """time95: Stable-Baselines3 seeds to train (empty: none)"""
+    target_success: float = 0.95
+    """time95: the evaluation success that counts as a working policy"""
+    sb3_max_steps: int = 500_000
+    """time95: give up on an SB3 run after this many env steps"""
     output: str | None = None
     """write the results as Markdown to this file (e.g. BENCHMARKS.md)"""
 
@@ -209,24 +222,30 @@ def train_ours(args: Args, run_dir: str) -> dict:
     return {"sps": rate, "rollout": statistics.median(rollout), "update": statistics.median(update)}
 
 
-def train_sb3(args: Args, vec_env: str) -> dict:
-    """The same, for Stable-Baselines3 PPO with its SubprocVecEnv or DummyVecEnv (set-up included)."""
+def make_sb3_ppo(args: Args, envs, seed: int):
+    """Stable-Baselines3 PPO with PPO_SETTINGS: same rollout, minibatches, epochs, network and std."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     ours = PPO_SETTINGS
-    torch.set_num_threads(ours["torch_threads"])
-    start = time.perf_counter()
-    envs = {"SubprocVecEnv": SubprocVecEnv, "DummyVecEnv": DummyVecEnv}[vec_env]([ResidualTaskForSB3] * args.num_envs)
-    model = PPO(
+    return PPO(
         "MlpPolicy", envs, n_steps=ours["num_steps"], batch_size=args.num_envs * ours["num_steps"] // ours["num_minibatches"],
         n_epochs=ours["update_epochs"], learning_rate=ours["learning_rate"], gamma=ours["gamma"],
         gae_lambda=ours["gae_lambda"], clip_range=ours["clip_coef"], ent_coef=ours["ent_coef"], vf_coef=ours["vf_coef"],
         max_grad_norm=ours["max_grad_norm"],
         policy_kwargs=dict(net_arch=dict(pi=[ours["hidden_size"]] * 2, vf=[ours["hidden_size"]] * 2),
                            activation_fn=torch.nn.Tanh, log_std_init=ours["residual_log_std"]),
-        device="cpu", seed=1, verbose=0,
+        device="cpu", seed=seed, verbose=0,
     )
+
+
+def train_sb3(args: Args, vec_env: str) -> dict:
+    """The same, for Stable-Baselines3 PPO with its SubprocVecEnv or DummyVecEnv (set-up included)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    torch.set_num_threads(PPO_SETTINGS["torch_threads"])
+    start = time.perf_counter()
+    envs = {"SubprocVecEnv": SubprocVecEnv, "DummyVecEnv": DummyVecEnv}[vec_env]([ResidualTaskForSB3] * args.num_envs)
+    model = make_sb3_ppo(args, envs, seed=1)
     seconds = {"rollout": [], "update": []}
 
     def timed(method, key):
@@ -372,12 +391,105 @@ def bench_train(args: Args) -> list[str]:
     return lines
 
 
-SECTIONS = {"env": bench_env, "vector": bench_vector, "render": bench_render, "train": bench_train}
+# ---------------------------------------------------------------------------- time95
+TIME95_EPISODE_SEEDS = range(10_000, 10_100)
+"""ppo_residual_jacobian.py's in-training evaluation episodes (reset seeds 10000 + i)"""
+
+
+def first_success(points: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """(env steps, minutes) of the first (steps, minutes, success) evaluation at or above target."""
+    return next(((steps, minutes) for steps, minutes, success in points if success >= target), None)
+
+
+def our_time_to_success(run: str, target: float) -> tuple[tuple[int, float] | None, int]:
+    """From a run's TensorBoard log: the first evaluation at the target, and how many evaluations it made."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run)
+    events.Reload()
+    if "eval/training_minutes" not in events.Tags()["scalars"]:
+        raise SystemExit(f"{run}: no eval/training_minutes in its log; train it with --eval-every > 0 on the current script")
+    minutes = {e.step: e.value for e in events.Scalars("eval/training_minutes")}
+    success = [(e.step, minutes[e.step], e.value) for e in events.Scalars("eval/success_rate") if e.step in minutes]
+    return first_success(success, target), len(success)
+
+
+def sb3_time_to_success(args: Args, seed: int) -> tuple[tuple[int, float] | None, int]:
+    """Stable-Baselines3 PPO on the residual task, evaluated on TIME95_EPISODE_SEEDS every 10 iterations
+    (deterministic residual, the evaluation's time left out) until it reaches the target."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from episodes import ResidualPolicy, run_episode
+
+    torch.set_num_threads(PPO_SETTINGS["torch_threads"])
+    start, points = time.perf_counter(), []
+    envs = SubprocVecEnv([ResidualTaskForSB3] * args.num_envs)
+    model = make_sb3_ppo(args, envs, seed)
+    eval_env, eval_base = SO101PaperSquareEnv(), make_base_policy("jacobian", num_envs=1)
+
+    def residual_mean(states: np.ndarray, base_actions: np.ndarray) -> np.ndarray:
+        return model.predict(np.concatenate([states, base_actions], axis=1).astype(np.float32), deterministic=True)[0]
+
+    class Evaluate(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.iterations, self.eval_seconds, self.rollout_start = 0, 0.0, start
+
+        def _on_rollout_start(self) -> None:
+            self.rollout_start = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            return not (points and points[-1][2] >= args.target_success)  # False ends learn()
+
+        def _on_rollout_end(self) -> None:
+            # SB3 updates after this call: the policy evaluated here is the one that collected this rollout,
+            # so its steps and minutes are those before the rollout (ours evaluates right after an update).
+            self.iterations += 1
+            if self.iterations % 10 == 1 and self.iterations > 1:
+                minutes = (self.rollout_start - start - self.eval_seconds) / 60
+                steps = self.num_timesteps - args.num_envs * PPO_SETTINGS["num_steps"]
+                eval_start = time.perf_counter()
+                policy = ResidualPolicy(eval_base, residual_mean, PPO_SETTINGS["alpha"])
+                success = float(np.mean([run_episode(eval_env, policy, s).success for s in TIME95_EPISODE_SEEDS]))
+                self.eval_seconds += time.perf_counter() - eval_start
+                points.append((steps, minutes, success))
+                print(f"  SB3 seed {seed}: step {steps}: success {success:.2f} after {minutes:.1f} min of training", flush=True)
+
+    model.learn(total_timesteps=args.sb3_max_steps, callback=Evaluate())
+    envs.close()
+    eval_env.close()
+    return first_success(points, args.target_success), len(points)
+
+
+def bench_time_to_success(args: Args) -> list[str]:
+    if not args.our_runs and not args.sb3_seeds:
+        raise SystemExit("time95 needs --our-runs and/or --sb3-seeds")
+    rows = [(f"ppo_residual_jacobian.py ({pathlib.Path(run).name})", *our_time_to_success(run, args.target_success))
+            for run in args.our_runs]
+    rows += [(f"SB3 PPO, SubprocVecEnv (seed {seed})", *sb3_time_to_success(args, seed)) for seed in args.sb3_seeds]
+    target = f"{100 * args.target_success:.0f} %"
+    lines = [f"First 100-episode evaluation (reset seeds {TIME95_EPISODE_SEEDS.start}-{TIME95_EPISODE_SEEDS.stop - 1}) at or "
+             f"above {target}; minutes of training wall-clock with the evaluations left out.", "",
+             f"| trainer | env steps to {target} | minutes to {target} | evaluations |", "|---|---|---|---|"]
+    for name, reached, evaluations in rows:
+        cells = (f"{reached[0]:,}", f"{reached[1]:.1f}") if reached else ("not reached", "not reached")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {evaluations} |")
+    for label, prefix in (("ppo_residual_jacobian.py", "ppo_residual"), ("SB3 PPO", "SB3")):
+        reached = [r for name, r, _ in rows if name.startswith(prefix) and r]
+        if reached:
+            lines.append(f"\n{label}: median over the {len(reached)} run(s) that reached it: "
+                         f"{statistics.median(r[0] for r in reached):,.0f} env steps, {statistics.median(r[1] for r in reached):.1f} min.")
+    return lines
+
+
+SECTIONS = {"env": bench_env, "vector": bench_vector, "render": bench_render, "train": bench_train, "time95": bench_time_to_success}
 TITLES = {
     "env": "One environment against the raw MuJoCo limit",
     "vector": "Vector environments (env steps per second, all envs together)",
     "render": "Rendering",
     "train": "End-to-end training against Stable-Baselines3",
+    "time95": "Time to a working policy (95 % success)",
 }
 
 

@@ -108,7 +108,7 @@ class Args:
     groot_device: str | None = None
     """groot base: torch device of the local model (default: cuda if available)"""
     groot_dtype: str | None = None
-    """groot base: bfloat16 or float32"""
+    """groot base: bfloat16 or float32 (default: the checkpoint's, config.json torch_dtype)"""
     groot_chunk_steps: int | None = None
     """groot base: steps executed open-loop per 16-step action chunk"""
     groot_instruction: str | None = None

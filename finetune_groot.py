@@ -6,7 +6,7 @@
     # GPU: fine-tune NVIDIA's base model with Isaac's defaults (estimated ~30 GB of GPU memory at batch 32, see the README)
     python finetune_groot.py --dataset runs/demos/jacobian_cameras --init-from nvidia/GR00T-N1.5-3B --batch-size 32
     # then, like any Isaac-format checkpoint:
-    python eval_policy.py --base-policy groot --groot-model runs/<run>/checkpoint --groot-units degrees --n-episodes 50
+    python eval_policy.py --base-policy groot --groot-model runs/<run>/checkpoint --n-episodes 50
 
 Top to bottom: `Args`; reading the datasets (each episode's videos decoded once, kept in memory) and
 their statistics; the model (`--init-from scratch-small`, or an Isaac-format checkpoint directory or
@@ -53,7 +53,6 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import groot_n15
-from groot_base import default_joint_keys, groot_joint_units
 from groot_n15 import EMBODIMENT_TAG_TO_ID, GR00TN15, IMAGE_CONTEXT_TOKEN
 from lerobot_dataset import read_frames, read_video_frames
 from run_utils import create_run_dir, option_problems, replace_directory, unique_sibling
@@ -134,8 +133,8 @@ SMALL_MODEL = {
     "dit": dict(num_layers=4, num_attention_heads=3, attention_head_dim=32, cross_attention_dim=96, output_dim=96),
     "vl_self_attention": dict(num_layers=1, num_attention_heads=3, attention_head_dim=32),
 }
-PROVENANCE_FILE = "experiment_cfg/finetune_groot.json"
-"""written into every checkpoint of this script: how it was made, and the mark --overwrite looks for"""
+PROVENANCE_FILE = groot_n15.TRAINING_RECORD
+"""written into every checkpoint of this script: how it was made (with the joint units the groot base reads), and the mark --overwrite looks for"""
 ACTION_PADDINGS = ("mask", "repeat")
 
 
@@ -480,7 +479,8 @@ def main(args: Args) -> pathlib.Path:
 
     def save(step: int, loss: float) -> None:
         provenance = {"writer": "finetune_groot.py", "step": step, "max_steps": args.max_steps, "loss": loss, "trained": tune,
-                      "datasets": [str(d.root) for d in datasets], "args": asdict(args), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                      "datasets": [str(d.root) for d in datasets],
+                      "joint_units": datasets[0].units, "args": asdict(args), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
         def write(directory: pathlib.Path) -> None:
             # The tokenizer trained with travels in tokenizer/: loading prefers it, so the checkpoint works offline.
@@ -533,16 +533,7 @@ def main(args: Args) -> pathlib.Path:
         raise SystemExit(130) from None
     save(args.max_steps, losses[-1])
     writer.close()
-    # The groot base reads joint units off the statistics, and degrees within +-100 look like LeRobot's range.
-    hint = ""
-    if datasets[0].units and state_dim == action_dim == 6:
-        def joints(kind: str, statistic: str) -> np.ndarray:
-            return np.concatenate([stats[kind][key][statistic] for key in default_joint_keys(widths[kind])])
-
-        low = np.minimum(joints("state", "min"), joints("action", "min"))
-        high = np.maximum(joints("state", "max"), joints("action", "max"))
-        hint = f" --groot-units {datasets[0].units}" if groot_joint_units(low, high) != datasets[0].units else ""
-    print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output}{hint} --n-episodes 50")
+    print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output} --n-episodes 50")
     return output
 
 

@@ -120,7 +120,7 @@ class GR00TBasePolicy(BasePolicy):
         backend: str = "local",
         tokenizer: str | None = None,
         revision: str | None = None,
-        dtype: str = "bfloat16",
+        dtype: str | None = None,
         device: str | None = None,
         host: str = "localhost",
         port: int = 5555,
@@ -139,6 +139,8 @@ class GR00TBasePolicy(BasePolicy):
 
         if backend not in GROOT_BACKENDS:
             raise ValueError(f"unknown GR00T backend {backend!r}; choose 'local' (model in this process) or 'server' (inference server at host:port)")
+        if dtype not in (None, "bfloat16", "float32"):
+            raise ValueError(f"GR00T dtype must be bfloat16 or float32 (default: the checkpoint's), got {dtype!r}")
         self.checkpoint, self.backend, self.revision = str(checkpoint), backend, revision
         self.tokenizer = str(tokenizer or groot_n15.DEFAULT_TOKENIZER)
         self.dtype, self.host, self.port, self.timeout_s = dtype, host, port, timeout_s
@@ -196,7 +198,7 @@ class GR00TBasePolicy(BasePolicy):
 
         low = np.minimum(per_joint("state", self.state_keys, "min"), per_joint("action", self.action_keys, "min"))
         high = np.maximum(per_joint("state", self.state_keys, "max"), per_joint("action", self.action_keys, "max"))
-        self.units = units or groot_joint_units(low, high)
+        self.units = units or metadata.joint_units or groot_joint_units(low, high)
         check_units(self.units)
 
     def reset(self, mask: np.ndarray | None = None) -> None:

@@ -62,6 +62,8 @@ EMBODIMENT_TAG_TO_ID = {"new_embodiment": 31, "oxe_droid": 17, "agibot_genie1": 
 DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files
 DEFAULT_LANGUAGE_KEY = "annotation.human.task_description"
 DEFAULT_INSTRUCTION = "Perform the default behavior."  # what Isaac uses when no annotation is sent
+TRAINING_RECORD = "experiment_cfg/finetune_groot.json"
+"""how finetune_groot.py made a checkpoint (its joint units among it); Isaac's loader ignores the file"""
 IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 PROMPT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<img>", "</img>", IMAGE_CONTEXT_TOKEN)
 FUTURE_TOKENS_KEY = "action_head.future_tokens.weight"
@@ -748,6 +750,8 @@ class GR00TMetadata:
     action: dict[str, dict[str, np.ndarray]]
     language_key: str = DEFAULT_LANGUAGE_KEY
     action_horizon: int = 16
+    joint_units: str | None = None
+    """units of the joints the checkpoint was trained in, when its TRAINING_RECORD says (else read the statistics)"""
 
     @classmethod
     def from_json(cls, metadata: dict, embodiment_tag: str, action_horizon: int = 16) -> GR00TMetadata:
@@ -787,7 +791,12 @@ def load_metadata(checkpoint_dir: Path, embodiment_tag: str = "new_embodiment") 
     """GR00TMetadata of a checkpoint directory (see `resolve_checkpoint`)."""
     config = json.loads((checkpoint_dir / "config.json").read_text())
     metadata = json.loads((checkpoint_dir / "experiment_cfg" / "metadata.json").read_text())
-    return GR00TMetadata.from_json(metadata, embodiment_tag, config.get("action_horizon", 16))
+    parsed = GR00TMetadata.from_json(metadata, embodiment_tag, config.get("action_horizon", 16))
+    try:
+        parsed.joint_units = json.loads((checkpoint_dir / TRAINING_RECORD).read_text()).get("joint_units")
+    except (OSError, ValueError, AttributeError):  # Isaac's checkpoints have no such record
+        pass
+    return parsed
 
 
 def normalize_min_max(x: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
@@ -929,16 +938,19 @@ class GR00TPolicy:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, embodiment_tag: str = "new_embodiment",
-                        tokenizer: str | Path | None = None, dtype: str | torch.dtype = "bfloat16",
+                        tokenizer: str | Path | None = None, dtype: str | torch.dtype | None = None,
                         device: str | None = None, revision: str | None = None, attn_implementation: str = "sdpa",
                         seed: int | None = None, clip_actions: bool = False) -> GR00TPolicy:
         """Load a checkpoint directory or hub id (`revision` = branch/tag/commit, e.g. phospho's step branches).
-        `dtype` is the weight and compute dtype whatever the stored dtype; device defaults to CUDA if present.
+        `dtype` is the weight and compute dtype whatever the stored dtype, by default config.json's torch_dtype
+        (bfloat16 for NVIDIA's checkpoints, float32 for finetune_groot.py's small model); device defaults to CUDA if present.
         Tokenizer: the checkpoint's own (`checkpoint_tokenizer`) unless `tokenizer` names another than the
         default; else `tokenizer`, or DEFAULT_TOKENIZER (the Eagle 2.5 one, downloaded on first use)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         directory = resolve_checkpoint(checkpoint, revision)
+        if dtype is None:
+            dtype = json.loads((directory / "config.json").read_text()).get("torch_dtype", "bfloat16")
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         metadata = load_metadata(directory, embodiment_tag)  # before the weights: fails fast on a bad tag
         if tokenizer is None or str(tokenizer) == DEFAULT_TOKENIZER:
             tokenizer = checkpoint_tokenizer(directory) or DEFAULT_TOKENIZER
@@ -1269,7 +1281,7 @@ def main(argv: list[str] | None = None) -> None:
                             "from the network, and should come with --api-token")
     serve.add_argument("--port", type=port_number, default=5555, help="TCP port, 0..65535 (0 picks a free one; default 5555)")
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    serve.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: the checkpoint's config.json torch_dtype")
     serve.add_argument("--api-token", default=None,
                        help="token every request must carry (GR00TClient(api_token=...); the training and evaluation "
                             "scripts send the GROOT_API_TOKEN environment variable); it travels unencrypted, so on an "

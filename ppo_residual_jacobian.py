@@ -514,6 +514,7 @@ def main(args: Args) -> pathlib.Path:
     logprobs, rewards, dones, values = storage.logprobs, storage.rewards, storage.dones, storage.values
 
     start_time, steps_at_start = time.time(), global_step
+    eval_seconds = 0.0  # left out of the training time that evaluations report
     completed_iteration, completed_step = start_iteration - 1, global_step
     stop = StopSignals()  # Ctrl-C and SIGTERM both save a checkpoint and exit non-zero
     try:
@@ -646,13 +647,18 @@ def main(args: Args) -> pathlib.Path:
             is_last = iteration == args.num_iterations
             if args.eval_every and (iteration % args.eval_every == 0 or is_last):
                 record = args.capture_video
+                training_minutes = (time.time() - start_time - eval_seconds) / 60  # wall-clock of this process, evaluations excluded
+                eval_start = time.time()
                 success, mean_return, frames = evaluate(agent, eval_base, args, alpha, record)
                 writer.add_scalar("eval/success_rate", success, global_step)
                 writer.add_scalar("eval/episodic_return", mean_return, global_step)
                 if record:
                     write_video(frames, run_dir / "videos" / f"eval_{global_step:08d}.mp4", writer, "eval/video",
                                 global_step, so101_env.POLICY_HZ)
-                print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f}")
+                eval_seconds += time.time() - eval_start
+                writer.add_scalar("eval/training_minutes", training_minutes, global_step)
+                print(f"  eval: success {success:.2f} over {args.eval_episodes} episodes, return {mean_return:.1f} "
+                      f"(after {training_minutes:.1f} min of training)")
                 if (success, mean_return) > best_eval:  # ties on success go to the higher return
                     best_eval = (success, mean_return)
                     save("best", iteration)

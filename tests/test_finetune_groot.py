@@ -21,6 +21,7 @@ from safetensors import safe_open
 import finetune_groot
 import groot_n15
 from base_policies import make_base_policy
+from groot_base import groot_joint_units
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     METADATA, TINY_CONFIG, checkpoint_dir, one_torch_thread, tokenizer_dir,
 )
@@ -33,10 +34,10 @@ EPISODE_LENGTHS = (12, 20)  # one episode shorter than the 16-step chunk: paddin
 IMAGE = 32
 
 
-def write_dataset(root, lengths=EPISODE_LENGTHS, seed=0, image=IMAGE, cameras=CAMERAS):
-    """A small LeRobot v2.1 camera dataset (radians) from smooth joint paths and random frames."""
+def write_dataset(root, lengths=EPISODE_LENGTHS, seed=0, image=IMAGE, cameras=CAMERAS, units="radians"):
+    """A small LeRobot v2.1 camera dataset (radians by default) from smooth joint paths and random frames."""
     rng = np.random.default_rng(seed)
-    writer = DatasetWriter(root, "radians", 0.02, {"test": True}, cameras=cameras)
+    writer = DatasetWriter(root, units, 0.02, {"test": True}, cameras=cameras)
     for length in lengths:
         states = np.zeros((length, 25))
         states[:, :6] = rng.uniform(-0.5, 0.5, 6) + np.cumsum(rng.normal(0, 0.02, (length, 6)), axis=0)
@@ -326,6 +327,24 @@ def test_scratch_small_checkpoint_carries_its_tokenizer_and_runs_offline(small_r
     observation |= {"state.single_arm": rng.uniform(-0.5, 0.5, (3, 1, 5)), "state.gripper": rng.uniform(0, 1, (3, 1, 1))}
     actions = policy.get_action(observation)
     assert actions["action.single_arm"].shape == (3, 16, 5) and np.isfinite(actions["action.gripper"]).all()
+
+
+def test_the_checkpoint_gives_the_groot_base_its_joint_units_and_dtype(tmp_path):
+    # Degrees within +-100 (joints within +-0.5 rad here) read as LeRobot's "range" from the statistics alone;
+    # the training record says degrees, and the small model's config says float32.
+    dataset = write_dataset(tmp_path / "degrees", units="degrees")
+    output = finetune_groot.main(finetune_args(tmp_path, dataset, batch_size=2))
+    assert json.loads((output / groot_n15.TRAINING_RECORD).read_text())["joint_units"] == "degrees"
+    assert groot_n15.load_metadata(output).joint_units == "degrees"
+    metadata = groot_n15.load_metadata(output)
+    low = np.concatenate([metadata.state[k]["min"] for k in metadata.state])
+    high = np.concatenate([metadata.state[k]["max"] for k in metadata.state])
+    assert groot_joint_units(low, high) == "range"  # what the statistics alone would have said
+    base = make_base_policy("groot", 1, checkpoint=str(output), device="cpu", seed=0)
+    assert base.units == "degrees"
+    assert {p.dtype for p in base.model.model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="bfloat16 or float32"):
+        make_base_policy("groot", 1, checkpoint=str(output), device="cpu", dtype="float16")
 
 
 def test_output_directory_rules(tmp_path, dataset_dir, small_run):

@@ -60,6 +60,10 @@ def test_tensorboard_scalars(trained_run):
                 "eval/success_rate"}
     assert expected <= tags
     assert "eval/video" in events.Tags()["images"]
+    # Training time at each evaluation (what time-to-95 % is read from): one value per evaluation, rising.
+    minutes = [e.value for e in events.Scalars("eval/training_minutes")]
+    assert [e.step for e in events.Scalars("eval/training_minutes")] == [e.step for e in events.Scalars("eval/success_rate")]
+    assert minutes == sorted(minutes) and minutes[0] > 0
 
 
 def test_untrained_residual_reproduces_the_base_exactly():
