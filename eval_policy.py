@@ -116,7 +116,7 @@ class Args:
     groot_camera_map: dict[str, str] | None = None
     """groot base: checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`"""
     groot_units: str | None = None
-    """groot base: joint units of the checkpoint (radians, degrees, range); default from its statistics"""
+    """groot base: joint units of the checkpoint (radians, degrees, range); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
 
 
 def groot_overrides(args: Args) -> dict:

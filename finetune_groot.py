@@ -45,6 +45,7 @@ import pathlib
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -227,6 +228,10 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
                       info.get("so101_sim", {}).get("joint_units"))
     episode_index = arrays["episode_index"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
+    # Each video is one ffmpeg process: decode several at once (the threads only wait on them).
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        videos = {(i, name): pool.submit(read_video_frames, root, int(episode_index[i]), key)
+                  for i in starts for name, key in cameras.items()}
     for start, end in zip(starts, np.r_[starts[1:], len(episode_index)]):
         dataset.states.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in state_groups.values()], axis=1))
         dataset.actions.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in action_groups.values()], axis=1))
@@ -238,7 +243,7 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
         dataset.instructions.append(texts)
         frames = {}
         for name, key in cameras.items():
-            video = read_video_frames(root, int(episode_index[start]), key)
+            video = videos[start, name].result()
             if len(video) < end - start:
                 raise SystemExit(f"{root}: episode {episode_index[start]} has {end - start} frames but its {key} video {len(video)}")
             frames[name] = video[: end - start]

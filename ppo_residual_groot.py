@@ -101,7 +101,7 @@ class Args:
     groot_action_keys: list[str] | None = None
     """checkpoint action keys in joint order; default from the metadata"""
     groot_units: str | None = None
-    """joint units of the checkpoint: radians, degrees or range (LeRobot's [-100, 100]); default from its statistics"""
+    """joint units of the checkpoint: radians, degrees or range (LeRobot's [-100, 100]); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
     chunk_steps: int = 8
     """steps of each 16-step action chunk executed open-loop before the env asks for a new chunk"""
     image_size: int = 224
