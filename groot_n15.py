@@ -19,6 +19,7 @@ protocol, both as a client and as a server.
 
     python groot_n15.py info  CHECKPOINT     # modality keys and statistics
     python groot_n15.py serve CHECKPOINT     # serve it on tcp://127.0.0.1:5555 (this machine only)
+    python groot_n15.py convert CHECKPOINT SMALLER --dtype bfloat16   # weights stored in half the bytes
 """
 
 from __future__ import annotations
@@ -588,6 +589,37 @@ def safetensors_files(directory: Path) -> list[Path]:
     if (directory / "model.safetensors").is_file():
         return [directory / "model.safetensors"]
     raise FileNotFoundError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json with its shards.")
+
+
+def convert_checkpoint(source: str | Path, destination: str | Path, dtype: torch.dtype) -> Path:
+    """Copy checkpoint directory `source` to `destination` (new or empty) with its floating-point weights
+    stored as `dtype`, e.g. bfloat16 for half the size. Every other file, config.json included (and so
+    the dtype inference runs in by default), is copied as it is."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source, destination = Path(source), Path(destination)
+    weights = safetensors_files(source)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise FileExistsError(f"{destination} exists and is not an empty directory; convert_checkpoint writes a new one")
+    shutil.copytree(source, destination, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [name for name in names if Path(folder, name) in weights])
+    total = 0
+    for file in weights:
+        with safe_open(str(file), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            file_metadata = handle.metadata()
+        tensors = {key: t.to(dtype) if t.is_floating_point() else t for key, t in tensors.items()}
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        save_file(tensors, destination / file.name, metadata=file_metadata)
+    index = destination / "model.safetensors.index.json"
+    if index.is_file():  # the shards' total size changed with the dtype
+        content = json.loads(index.read_text())
+        content.setdefault("metadata", {})["total_size"] = total
+        index.write_text(json.dumps(content, indent=2))
+    return destination
 
 
 def load_state_dict(files: list[Path], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
@@ -1266,9 +1298,14 @@ def megabytes(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="GR00T N1.5 inference: inspect a checkpoint or serve it over ZeroMQ.")
+    parser = argparse.ArgumentParser(description="GR00T N1.5 inference: inspect a checkpoint, convert its weights' dtype, or serve it over ZeroMQ.")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print modality keys and statistics (reads no weights)")
+    convert = commands.add_parser("convert", help="copy a checkpoint directory with its weights stored in another dtype")
+    convert.add_argument("checkpoint", help="checkpoint directory")
+    convert.add_argument("destination", help="new (or empty) directory to write")
+    convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                         help="dtype of the stored weights (default bfloat16: half of float32's size); config.json is kept")
     serve = commands.add_parser("serve", help="serve the checkpoint with the Isaac-GR00T ZeroMQ protocol")
     for sub in (info, serve):
         sub.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
@@ -1292,7 +1329,9 @@ def main(argv: list[str] | None = None) -> None:
                             f"cameras x 224x224x3 uint8 frames are 19.3 MB: raise it for more envs or larger frames")
     args = parser.parse_args(argv)
 
-    if args.command == "info":
+    if args.command == "convert":
+        print(f"wrote {convert_checkpoint(args.checkpoint, args.destination, getattr(torch, args.dtype))}")
+    elif args.command == "info":
         directory = resolve_checkpoint(args.checkpoint, args.revision, weights=False)
         print_info(directory, load_metadata(directory, args.embodiment_tag))
     else:

@@ -314,3 +314,30 @@ def test_unreachable_server_times_out_with_a_clear_error():
         assert not client.ping()  # the socket was recreated: a second call times out again, no hang, no state error
     finally:
         client.close()
+
+
+def test_convert_stores_the_weights_in_bfloat16_and_keeps_everything_else(tmp_path, checkpoint_dir):
+    smaller = tmp_path / "bf16"
+    groot_n15.main(["convert", str(checkpoint_dir), str(smaller), "--dtype", "bfloat16"])
+    originals, converted = groot_n15.safetensors_files(checkpoint_dir), groot_n15.safetensors_files(smaller)
+    assert [p.name for p in originals] == [p.name for p in converted]
+    before = groot_n15.load_state_dict(originals, torch.float32, "cpu")
+    after = groot_n15.load_state_dict(converted, torch.float32, "cpu")
+    assert before.keys() == after.keys()
+    for key, value in before.items():  # each weight is its own bfloat16 rounding
+        assert torch.equal(after[key], value.to(torch.bfloat16).float()), key
+    assert sum(p.stat().st_size for p in converted) < 0.6 * sum(p.stat().st_size for p in originals)
+    others = sorted(p.relative_to(checkpoint_dir) for p in checkpoint_dir.rglob("*") if p.is_file() and p not in originals)
+    assert others == sorted(p.relative_to(smaller) for p in smaller.rglob("*") if p.is_file() and p not in converted)
+    index = "model.safetensors.index.json"
+    assert all((checkpoint_dir / p).read_bytes() == (smaller / p).read_bytes() for p in others if p.name != index)
+    if (smaller / index).is_file():  # sharded: the index's weight map stays, its total size is the new one
+        from safetensors import safe_open
+
+        stored = 0
+        for file in converted:
+            with safe_open(str(file), framework="pt") as handle:
+                stored += sum(handle.get_tensor(k).numel() * handle.get_tensor(k).element_size() for k in handle.keys())
+        assert json.loads((smaller / index).read_text())["metadata"]["total_size"] == stored
+    with pytest.raises(FileExistsError, match="not an empty directory"):  # never written over
+        groot_n15.convert_checkpoint(checkpoint_dir, smaller, torch.bfloat16)
