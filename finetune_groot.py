@@ -56,7 +56,7 @@ from torch.utils.tensorboard import SummaryWriter
 import groot_n15
 from groot_n15 import EMBODIMENT_TAG_TO_ID, GR00TN15, IMAGE_CONTEXT_TOKEN
 from lerobot_dataset import read_frames, read_video_frames
-from run_utils import create_run_dir, option_problems, replace_directory, unique_sibling
+from run_utils import StopSignals, create_run_dir, option_problems, replace_directory, unique_sibling
 
 
 @dataclass
@@ -501,6 +501,7 @@ def main(args: Args) -> pathlib.Path:
     model.train()
     losses, data_seconds, start, last = [], 0.0, time.time(), time.time()
     step = 0
+    stop = StopSignals()  # Ctrl-C and SIGTERM both write the checkpoint of the steps done and exit non-zero
     try:
         for step in range(args.max_steps):
             lr = learning_rate(step, args)
@@ -535,7 +536,7 @@ def main(args: Args) -> pathlib.Path:
         if losses:
             save(len(losses), losses[-1])
         writer.close()
-        raise SystemExit(130) from None
+        raise SystemExit(stop.exit_status) from None
     save(args.max_steps, losses[-1])
     writer.close()
     print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output} --n-episodes 50")

@@ -174,8 +174,8 @@ class Args:
     """rewards are multiplied by this before learning (returns of a few units suit the critic)"""
 
     # Evaluation, video, checkpoints
-    eval_every: int = 10
-    """evaluate (and maybe save `best`) every this many iterations; 0 disables"""
+    eval_every: int = 25
+    """evaluate (and maybe save `best`) every this many iterations (~25k steps: an evaluation env runs GR00T one env at a time); 0 disables"""
     eval_episodes: int = 10
     """deterministic evaluation episodes per evaluation (fixed seeds, final square size)"""
     capture_video: bool = True

@@ -11,7 +11,11 @@ import colorsys
 import itertools
 import json
 import math
+import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -415,3 +419,18 @@ def test_bad_arguments_are_refused():
                                ({"tune_diffusion_model": False}, "scratch-small trains every part")]:
         with pytest.raises(SystemExit, match=message):
             finetune_groot.main(finetune_groot.Args(**overrides))
+
+
+def test_sigterm_writes_the_checkpoint_of_the_steps_done_and_exits_143(tmp_path, dataset_dir):
+    command = [sys.executable, "finetune_groot.py", "--dataset", str(dataset_dir), "--output-dir", str(tmp_path / "checkpoint"),
+               "--run-dir", str(tmp_path / "runs"), "--max-steps", "100000", "--batch-size", "2", "--log-every", "1",
+               "--torch-threads", "1"]
+    process = subprocess.Popen(command, cwd=pathlib.Path(finetune_groot.__file__).parent, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 2/"):
+            break
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output
+    provenance = json.loads((tmp_path / "checkpoint" / finetune_groot.PROVENANCE_FILE).read_text())
+    assert 2 <= provenance["step"] < 100000 and "interrupted" in output
