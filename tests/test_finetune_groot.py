@@ -434,3 +434,14 @@ def test_sigterm_writes_the_checkpoint_of_the_steps_done_and_exits_143(tmp_path,
     assert process.returncode == 143, output
     provenance = json.loads((tmp_path / "checkpoint" / finetune_groot.PROVENANCE_FILE).read_text())
     assert 2 <= provenance["step"] < 100000 and "interrupted" in output
+
+
+def test_small_model_scales_the_per_embodiment_layers_by_their_fan_in():
+    torch.manual_seed(0)
+    model = finetune_groot.small_model()
+    layers = [m for m in model.modules() if isinstance(m, groot_n15.CategorySpecificLinear)]
+    assert len(layers) >= 6  # state encoder, action encoder, action decoder: two or three layers each
+    for layer in layers:
+        fan_in = layer.W.shape[1]
+        assert abs(layer.W.std().item() * fan_in ** 0.5 - 1) < 0.05, fan_in
+    assert model.action_head.future_tokens.weight.std().item() == pytest.approx(0.02, rel=0.1)
