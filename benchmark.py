@@ -465,18 +465,18 @@ def sb3_time_to_success(args: Args, seed: int) -> tuple[tuple[int, float] | None
 def bench_time_to_success(args: Args) -> list[str]:
     if not args.our_runs and not args.sb3_seeds:
         raise SystemExit("time95 needs --our-runs and/or --sb3-seeds")
-    rows = [(f"ppo_residual_jacobian.py ({pathlib.Path(run).name})", *our_time_to_success(run, args.target_success))
+    ours = [(f"ppo_residual_jacobian.py ({pathlib.Path(run).name})", *our_time_to_success(run, args.target_success))
             for run in args.our_runs]
-    rows += [(f"SB3 PPO, SubprocVecEnv (seed {seed})", *sb3_time_to_success(args, seed)) for seed in args.sb3_seeds]
+    sb3 = [(f"SB3 PPO, SubprocVecEnv (seed {seed})", *sb3_time_to_success(args, seed)) for seed in args.sb3_seeds]
     target = f"{100 * args.target_success:.0f} %"
     lines = [f"First 100-episode evaluation (reset seeds {TIME95_EPISODE_SEEDS.start}-{TIME95_EPISODE_SEEDS.stop - 1}) at or "
              f"above {target}; minutes of training wall-clock with the evaluations left out.", "",
              f"| trainer | env steps to {target} | minutes to {target} | evaluations |", "|---|---|---|---|"]
-    for name, reached, evaluations in rows:
+    for name, reached, evaluations in ours + sb3:
         cells = (f"{reached[0]:,}", f"{reached[1]:.1f}") if reached else ("not reached", "not reached")
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {evaluations} |")
-    for label, prefix in (("ppo_residual_jacobian.py", "ppo_residual"), ("SB3 PPO", "SB3")):
-        reached = [r for name, r, _ in rows if name.startswith(prefix) and r]
+    for label, rows in (("ppo_residual_jacobian.py", ours), ("SB3 PPO", sb3)):
+        reached = [r for _, r, _ in rows if r]
         if reached:
             lines.append(f"\n{label}: median over the {len(reached)} run(s) that reached it: "
                          f"{statistics.median(r[0] for r in reached):,.0f} env steps, {statistics.median(r[1] for r in reached):.1f} min.")
