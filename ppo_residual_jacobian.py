@@ -143,10 +143,10 @@ class Args:
     """rewards are multiplied by this before learning (returns of a few units suit the critic)"""
 
     # Evaluation, video, checkpoints
-    eval_every: int = 10
+    eval_every: int = 25
     """evaluate (and maybe save `best`) every this many iterations; 0 disables"""
-    eval_episodes: int = 20
-    """deterministic evaluation episodes per evaluation (fixed seeds, final square size)"""
+    eval_episodes: int = 100
+    """deterministic evaluation episodes per evaluation (fixed seeds, final square size); 20 cannot tell checkpoints apart"""
     capture_video: bool = True
     """render the first evaluation episode as a dual-camera MP4 and show it in TensorBoard"""
     video_size: int = 160
