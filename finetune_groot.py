@@ -93,6 +93,9 @@ class Args:
     """fine-tuning: train the DiT"""
     max_steps: int = 10_000
     """optimizer steps (Isaac's default)"""
+    max_minutes: float | None = None
+    """also stop after this many minutes of training (reading the data not counted); the learning-rate schedule then
+    runs on whichever of steps and minutes is further along, so a time-boxed run still warms up and decays to 0"""
     batch_size: int = 32
     """(frame, action chunk) samples per step"""
     learning_rate: float = 1e-4
@@ -356,21 +359,21 @@ def publish_checkpoint(write, output: pathlib.Path) -> None:
         raise OSError(f"could not move the new checkpoint into {output} ({error}); it is complete in {staging}") from error
 
 
-def learning_rate(step: int, args: Args) -> float:
-    """Learning rate of update `step` (0-based): linear warm-up over the first warmup_ratio of the steps, then
-    cosine decay toward 0: HF's cosine schedule (Isaac's), except that the first update is not made at 0."""
-    warmup = math.ceil(args.warmup_ratio * args.max_steps)
-    if step < warmup:
-        return args.learning_rate * (step + 1) / warmup
-    progress = (step - warmup) / max(1, args.max_steps - warmup)
-    return args.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+def learning_rate(progress: float, args: Args) -> float:
+    """Learning rate of an update made at `progress`, the fraction of the run done before it (step / max_steps,
+    or the fraction of --max-minutes spent if that is further): linear warm-up over the first warmup_ratio of
+    the run, then cosine decay toward 0. HF's cosine schedule (Isaac's) on a fraction, except that the first
+    update is not made at 0."""
+    if progress < args.warmup_ratio:
+        return args.learning_rate * min(1.0, (progress + 1 / args.max_steps) / args.warmup_ratio)
+    return args.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (progress - args.warmup_ratio) / (1.0 - args.warmup_ratio)))
 
 
 def main(args: Args) -> pathlib.Path:
     problems = option_problems(
         args, at_least=dict(max_steps=1, batch_size=1, log_every=1, save_every=0, weight_decay=0.0, warmup_ratio=0.0,
                             max_grad_norm=0.0, adam_beta1=0.0, adam_beta2=0.0, torch_threads=1),
-        above=dict(learning_rate=0.0), at_most=dict(warmup_ratio=1.0, adam_beta1=0.9999, adam_beta2=0.9999))
+        above=dict(learning_rate=0.0, max_minutes=0.0), at_most=dict(warmup_ratio=1.0, adam_beta1=0.9999, adam_beta2=0.9999))
     if args.action_padding not in ACTION_PADDINGS:
         problems.append(f"--action-padding must be one of {ACTION_PADDINGS}, got {args.action_padding!r}")
     if args.embodiment_tag not in EMBODIMENT_TAG_TO_ID:
@@ -455,40 +458,43 @@ def main(args: Args) -> pathlib.Path:
     print(f"model: {args.init_from}, {total / 1e6:.1f} M parameters, {sum(p.numel() for p in trainable.values()) / 1e6:.1f} M "
           f"trained, {model.tokens_per_image} tokens per image, on {device}{' (bf16 autocast)' if device.type == 'cuda' and args.bf16 else ''}", flush=True)
 
-    # Per episode, once: normalized state (T, 64) and action chunks' rows (T + horizon - 1, 32) with their mask.
-    samples_state, samples_action, samples_mask = [], [], []
+    # All frames in one table, in frame order: normalized state (N, 64), the action chunk rows of every episode
+    # (its T rows then horizon - 1 padding rows, (N + episodes * (horizon - 1), 32)) with their mask, and the
+    # camera frames (N, V, H, W, 3) uint8, kept on the CPU (a GPU gets each batch's frames only).
+    chunk_rows = horizon - 1
+    states = np.concatenate([normalize(d.states[i], stats["state"], max_state_dim) for d, i in episodes])
+    action_rows, mask_rows = [], []
     for dataset, i in episodes:
-        samples_state.append(normalize(dataset.states[i], stats["state"], max_state_dim))
         actions = normalize(dataset.actions[i], stats["action"], head.action_dim)
         mask = np.zeros_like(actions)
         mask[:, :action_dim] = 1.0
         if args.action_padding == "repeat":  # Isaac's "first_last" padding: hold the last target, keep it in the loss
-            pad_actions, pad_mask = np.repeat(actions[-1:], horizon - 1, 0), np.repeat(mask[-1:], horizon - 1, 0)
+            pad_actions, pad_mask = np.repeat(actions[-1:], chunk_rows, 0), np.repeat(mask[-1:], chunk_rows, 0)
         else:
-            pad_actions, pad_mask = np.zeros((horizon - 1, head.action_dim), np.float32), np.zeros((horizon - 1, head.action_dim), np.float32)
-        samples_action.append(np.concatenate([actions, pad_actions]))
-        samples_mask.append(np.concatenate([mask, pad_mask]))
-    frame_episode = np.repeat(np.arange(len(episodes)), lengths)
-    frame_step = np.concatenate([np.arange(n) for n in lengths])
+            pad_actions, pad_mask = np.zeros((chunk_rows, head.action_dim), np.float32), np.zeros((chunk_rows, head.action_dim), np.float32)
+        action_rows.append(np.concatenate([actions, pad_actions]))
+        mask_rows.append(np.concatenate([mask, pad_mask]))
+    action_rows, mask_rows = torch.from_numpy(np.concatenate(action_rows)), torch.from_numpy(np.concatenate(mask_rows))
+    chunk_start = torch.from_numpy(np.arange(lengths.sum()) + np.repeat(np.arange(len(episodes)) * chunk_rows, lengths))
+    states = torch.from_numpy(states)
+    frames = torch.empty((lengths.sum(), len(cameras), *datasets[0].frames[0][cameras[0]].shape[1:]), dtype=torch.uint8)
+    for (dataset, i), start, length in zip(episodes, np.cumsum(lengths) - lengths, lengths):
+        frames[start:start + length] = torch.from_numpy(np.stack([dataset.frames[i][c] for c in cameras], axis=1))
+        dataset.frames[i] = None  # the table holds them now
+    instructions = [text for d, i in episodes for text in d.instructions[i]]
 
-    def get_batch(indices: np.ndarray) -> dict[str, torch.Tensor]:
+    def get_batch(indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for frames `indices` (into all frames of all datasets), like GR00TPolicy.prepare_inputs
         plus the action chunk and its mask, images augmented (--augment) or centre-cropped as at inference."""
-        state, action, mask, pixels, prompts = [], [], [], [], []
-        for e, t in zip(frame_episode[indices], frame_step[indices]):
-            dataset, i = episodes[e]
-            state.append(samples_state[e][t:t + 1])
-            action.append(samples_action[e][t:t + horizon])
-            mask.append(samples_mask[e][t:t + horizon])
-            views = np.stack([dataset.frames[i][camera][t] for camera in cameras])
-            pixels.append(groot_n15.augment_images(views, model.image_size, augmentation, device=device) if args.augment
-                          else groot_n15.preprocess_images(views, model.image_size).to(device))
-            prompts.append(groot_n15.build_prompt(dataset.instructions[i][t], len(cameras), model.tokens_per_image))
+        views = frames[indices].to(device, non_blocking=True)
+        pixels = (groot_n15.augment_images(views, model.image_size, augmentation) if args.augment
+                  else groot_n15.preprocess_images(views.flatten(0, 1), model.image_size))
+        rows = chunk_start[indices][:, None] + torch.arange(horizon)
+        prompts = [groot_n15.build_prompt(instructions[i], len(cameras), model.tokens_per_image) for i in indices.tolist()]
         tokens = tokenizer(prompts, padding=True, return_tensors="pt")
-        batch = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"], "pixel_values": torch.cat(pixels),
-                 "state": torch.from_numpy(np.stack(state)), "actions": torch.from_numpy(np.stack(action)),
-                 "action_mask": torch.from_numpy(np.stack(mask))}
-        return {k: v.to(device) for k, v in batch.items()} | {"embodiment_id": embodiment_id[: len(indices)]}
+        batch = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"], "state": states[indices][:, None],
+                 "actions": action_rows[rows], "action_mask": mask_rows[rows]}
+        return {k: v.to(device) for k, v in batch.items()} | {"pixel_values": pixels, "embodiment_id": embodiment_id[: len(indices)]}
 
     # ----- optimizer and checkpoint -----------------------------------------------------------
     decays = {name: p.ndim >= 2 and not name.endswith(".b") for name, p in trainable.items()}  # not biases (.b, .bias) nor norms
@@ -514,15 +520,20 @@ def main(args: Args) -> pathlib.Path:
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     model.train()
     losses, data_seconds, start, last = [], 0.0, time.time(), time.time()
-    step = 0
+    step = 0  # updates made
     stop = StopSignals()  # Ctrl-C and SIGTERM both write the checkpoint of the steps done and exit non-zero
     try:
-        for step in range(args.max_steps):
-            lr = learning_rate(step, args)
+        while True:
+            fraction = step / args.max_steps  # of the run done, in steps or (--max-minutes) in time
+            if args.max_minutes:
+                fraction = max(fraction, (time.time() - start) / (60 * args.max_minutes))
+            if fraction >= 1.0:
+                break
+            lr = learning_rate(fraction, args)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             data_start = time.time()
-            batch = get_batch(rng.integers(len(frame_step), size=args.batch_size))
+            batch = get_batch(torch.from_numpy(rng.integers(len(frames), size=args.batch_size)))
             data_seconds += time.time() - data_start
             with autocast:
                 loss = model(**batch, image_token_id=image_token_id)
@@ -532,26 +543,30 @@ def main(args: Args) -> pathlib.Path:
                 torch.nn.utils.clip_grad_norm_(trainable.values(), args.max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
-            if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
+            step += 1
+            if step % args.log_every == 0 or step == args.max_steps:
                 now = time.time()
                 rate = min(args.log_every, len(losses)) / (now - last)
                 mean = float(np.mean(losses[-args.log_every:]))
-                print(f"step {step + 1}/{args.max_steps} | loss {mean:.4f} | lr {lr:.2e} | {rate:.2f} steps/s, "
-                      f"{rate * args.batch_size:.1f} samples/s | data {100 * data_seconds / (now - start):.0f} % of the time | "
-                      f"{now - start:.0f} s", flush=True)
-                writer.add_scalar("losses/train_loss", mean, step + 1)
-                writer.add_scalar("charts/learning_rate", lr, step + 1)
-                writer.add_scalar("charts/steps_per_second", rate, step + 1)
+                print(f"step {step}/{args.max_steps} | loss {mean:.4f} | lr {lr:.2e} | "
+                      f"{rate:.2f} steps/s, {rate * args.batch_size:.1f} samples/s | data {100 * data_seconds / (now - start):.0f} % "
+                      f"of the time | {now - start:.0f} s", flush=True)
+                writer.add_scalar("losses/train_loss", mean, step)
+                writer.add_scalar("charts/learning_rate", lr, step)
+                writer.add_scalar("charts/steps_per_second", rate, step)
                 last = now
-            if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.max_steps:
-                save(step + 1, losses[-1])
+            if args.save_every and step % args.save_every == 0 and step < args.max_steps:
+                save(step, losses[-1])
     except KeyboardInterrupt:
-        print(f"interrupted at step {step}: writing the checkpoint of the {len(losses)} steps done", flush=True)
+        print(f"interrupted after {step} steps: writing their checkpoint", flush=True)
         if losses:
             save(len(losses), losses[-1])
         writer.close()
         raise SystemExit(stop.exit_status) from None
-    save(args.max_steps, losses[-1])
+    seconds = time.time() - start
+    print(f"trained {step} steps in {seconds:.0f} s ({step / seconds:.2f} steps/s), loss {np.mean(losses[-args.log_every:]):.4f} "
+          f"over the last {min(step, args.log_every)}", flush=True)
+    save(step, losses[-1])
     writer.close()
     print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output} --n-episodes 50")
     return output

@@ -843,10 +843,16 @@ def unnormalize_min_max(y: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarr
     return (y + 1.0) / 2.0 * (stats["max"] - stats["min"]) + stats["min"]
 
 
-def preprocess_images(frames: np.ndarray, image_size: int = 224) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB -> float (N, 3, S, S) in [-1, 1], as Isaac's eval video transform:
-    95 % centre crop, bilinear antialiased resize, truncation back to uint8, then (x/255 - 0.5) / 0.5."""
-    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+def _uint8_images(frames) -> torch.Tensor:
+    """uint8 RGB images (..., H, W, 3) as a tensor (numpy arrays are wrapped, tensors kept where they are)."""
+    return frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
+
+
+def preprocess_images(frames, image_size: int = 224) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB (numpy, or a tensor on any device) -> float (N, 3, S, S) in [-1, 1] on the same
+    device, as Isaac's eval video transform: 95 % centre crop, bilinear antialiased resize, truncation back to
+    uint8, then (x/255 - 0.5) / 0.5."""
+    images = _uint8_images(frames).permute(0, 3, 1, 2).float() / 255.0
     height, width = images.shape[-2:]
     crop_h, crop_w = int(CROP_FRACTION * height), int(CROP_FRACTION * width)
     top, left = int(round((height - crop_h) / 2)), int(round((width - crop_w) / 2))  # torchvision's centre
@@ -856,55 +862,71 @@ def preprocess_images(frames: np.ndarray, image_size: int = 224) -> torch.Tensor
     return images / 127.5 - 1.0
 
 
-def augment_images(frames: np.ndarray, image_size: int = 224, generator: torch.Generator | None = None,
-                   crop_fraction: float = CROP_FRACTION, jitter: dict | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Isaac's train-time video transform for the views of ONE sample: uint8 (V, H, W, 3) RGB -> float
-    (V, 3, S, S) in [-1, 1]. `preprocess_images` (inference) with a random crop instead of the centre one
-    and colour jitter after the resize: random 95 % crop, bilinear antialiased resize, ColorJitter
-    (`jitter`, default COLOR_JITTER), truncation to uint8, (x/255 - 0.5) / 0.5. Isaac transforms all views
-    of a sample as one stacked tensor, so they share the crop offset and the jitter draw; so do we. The
-    draws come from `generator` (a CPU one); the pixels are processed on `device`."""
-    images = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    height, width = images.shape[-2:]
+def augment_images(frames, image_size: int = 224, generator: torch.Generator | None = None,
+                   crop_fraction: float = CROP_FRACTION, jitter: dict | None = None) -> torch.Tensor:
+    """Isaac's train-time video transform: uint8 RGB views (V, H, W, 3) of one sample, or (B, V, H, W, 3)
+    of a batch (numpy, or a tensor on any device) -> float (B * V, 3, S, S) in [-1, 1] on that device.
+    `preprocess_images` (inference) with a random crop instead of the centre one and colour jitter after
+    the resize: random 95 % crop, bilinear antialiased resize, ColorJitter (`jitter`, default
+    COLOR_JITTER), truncation to uint8, (x/255 - 0.5) / 0.5. Each sample draws its own crop offset and
+    jitter; Isaac transforms the views of a sample as one stacked tensor, so they share them. The draws
+    come from `generator` (a CPU one), the pixels stay on their device: a batch is one set of kernels."""
+    frames = _uint8_images(frames)
+    if frames.ndim == 4:
+        frames = frames[None]
+    batch, views, height, width, _ = frames.shape
     crop_h, crop_w = int(crop_fraction * height), int(crop_fraction * width)
-    top = int(torch.randint(height - crop_h + 1, (), generator=generator))  # torchvision RandomCrop's offsets
-    left = int(torch.randint(width - crop_w + 1, (), generator=generator))
-    images = images[..., top:top + crop_h, left:left + crop_w]
+    top = torch.randint(height - crop_h + 1, (batch,), generator=generator)  # torchvision RandomCrop's offsets
+    left = torch.randint(width - crop_w + 1, (batch,), generator=generator)
+    rows = (top[:, None] + torch.arange(crop_h)).to(frames.device)
+    cols = (left[:, None] + torch.arange(crop_w)).to(frames.device)
+    samples = torch.arange(batch, device=frames.device)[:, None, None]
+    crops = frames.permute(0, 2, 3, 1, 4)[samples, rows[:, :, None], cols[:, None, :]]  # (B, crop_h, crop_w, V, 3)
+    images = crops.permute(0, 3, 4, 1, 2).reshape(batch * views, 3, crop_h, crop_w).float() / 255.0
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-    images = color_jitter(images, generator, **(COLOR_JITTER if jitter is None else jitter))
-    images = (images * 255).clamp(0, 255).to(torch.uint8).float()
+    images = color_jitter(images.unflatten(0, (batch, views)), generator, **(COLOR_JITTER if jitter is None else jitter))
+    images = (images.flatten(0, 1) * 255).clamp(0, 255).to(torch.uint8).float()
     return images / 127.5 - 1.0
 
 
 def color_jitter(images: torch.Tensor, generator: torch.Generator | None, brightness: float, contrast: float,
                  saturation: float, hue: float) -> torch.Tensor:
-    """torchvision's ColorJitter on float RGB (N, 3, H, W) in [0, 1], one draw for all N images: factors
-    uniform in [1 - x, 1 + x] for brightness, contrast and saturation and a hue shift uniform in [-hue, hue]
-    (of a full turn), applied in a random order. Brightness scales, contrast blends with the mean grey of
-    each image, saturation with its grey image, each clamped to [0, 1]; hue rotates in HSV."""
-    order = torch.randperm(4, generator=generator).tolist()
-    factors = [1 + x * (2 * float(torch.rand((), generator=generator)) - 1) for x in (brightness, contrast, saturation)]
-    shift = hue * (2 * float(torch.rand((), generator=generator)) - 1)
+    """torchvision's ColorJitter on float RGB (B, ..., 3, H, W) in [0, 1], one draw per sample (shared by its
+    images along the middle dims): factors uniform in [1 - x, 1 + x] for brightness, contrast and
+    saturation and a hue shift uniform in [-hue, hue] (of a full turn), applied in a random order.
+    Brightness scales, contrast blends with the mean grey of each image, saturation with its grey image,
+    each clamped to [0, 1]; hue rotates in HSV."""
+    batch, device = images.shape[0], images.device
+    order = torch.rand(batch, 4, generator=generator).argsort(1).to(device)  # a random permutation per sample
+    spans = torch.tensor([brightness, contrast, saturation])
+    factors = (1 + spans * (2 * torch.rand(batch, 3, generator=generator) - 1)).to(device)
+    shifts = (hue * (2 * torch.rand(batch, generator=generator) - 1)).to(device)
+    per_sample = (-1,) + (1,) * (images.ndim - 1)
 
     def grey(x):  # ITU-R 601-2 luma, torchvision's weights
-        return (x * torch.tensor([0.2989, 0.587, 0.114], device=x.device).view(3, 1, 1)).sum(-3, keepdim=True)
+        return (x * torch.tensor([0.2989, 0.587, 0.114], device=device).view(3, 1, 1)).sum(-3, keepdim=True)
 
     def blend(x, other, factor):
-        return (factor * x + (1 - factor) * other).clamp(0, 1)
+        return (factor.view(per_sample) * x + (1 - factor.view(per_sample)) * other).clamp(0, 1)
 
     operations = [
-        lambda x: blend(x, 0.0, factors[0]),
-        lambda x: blend(x, grey(x).mean((-3, -2, -1), keepdim=True), factors[1]),
-        lambda x: blend(x, grey(x), factors[2]),
-        lambda x: rotate_hue(x, shift),
+        lambda x, f, s: blend(x, 0.0, f[:, 0]),
+        lambda x, f, s: blend(x, grey(x).mean((-3, -2, -1), keepdim=True), f[:, 1]),
+        lambda x, f, s: blend(x, grey(x), f[:, 2]),
+        lambda x, f, s: rotate_hue(x, s.view(per_sample[:-1])),
     ]
-    for index in order:
-        images = operations[index](images)
+    images = images.clone()
+    for position in range(4):  # each sample's operations in its own order, one batched call per operation
+        for index, operation in enumerate(operations):
+            chosen = (order[:, position] == index).nonzero().squeeze(1)
+            if len(chosen):
+                images[chosen] = operation(images[chosen], factors[chosen], shifts[chosen])
     return images
 
 
-def rotate_hue(images: torch.Tensor, shift: float) -> torch.Tensor:
-    """Add `shift` (a fraction of a turn) to the hue of float RGB images (..., 3, H, W) in [0, 1]."""
+def rotate_hue(images: torch.Tensor, shift: float | torch.Tensor) -> torch.Tensor:
+    """Add `shift` (a fraction of a turn; a float, or a tensor broadcasting against (..., H, W)) to the hue
+    of float RGB images (..., 3, H, W) in [0, 1]."""
     r, g, b = images.unbind(-3)
     value, low = images.amax(-3), images.amin(-3)
     chroma = value - low

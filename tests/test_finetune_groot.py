@@ -163,15 +163,34 @@ def test_augmentation_shares_one_draw_across_views_and_keeps_the_inference_scale
     assert not torch.allclose(out, other)
     assert not torch.allclose(out[:1], preprocess_images(frame, 224))
 
-    # Without jitter it is the inference transform with the crop at the drawn offset (60 x 60 of 64 x 64).
+    # Without jitter it is the inference transform with each sample's crop at its drawn offset (60 x 60 of 64 x 64).
+    batch = rng.integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
+    plain = augment_images(torch.from_numpy(batch), 224, torch.Generator().manual_seed(5),
+                           jitter=dict(brightness=0, contrast=0, saturation=0, hue=0))
     generator = torch.Generator().manual_seed(5)
-    plain = augment_images(frame, 224, generator, jitter=dict(brightness=0, contrast=0, saturation=0, hue=0))
-    generator = torch.Generator().manual_seed(5)
-    top, left = (int(torch.randint(64 - 60 + 1, (), generator=generator)) for _ in range(2))
-    crop = torch.from_numpy(frame).permute(0, 3, 1, 2).float()[..., top:top + 60, left:left + 60] / 255
-    resized = torch.nn.functional.interpolate(crop, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-    expected = (resized * 255).clamp(0, 255).to(torch.uint8).float() / 127.5 - 1
-    assert (plain - expected).abs().max() <= 1 / 127.5 + 1e-6  # hue rotation by 0 may move a value by one grey level
+    tops, lefts = (torch.randint(64 - 60 + 1, (3,), generator=generator) for _ in range(2))
+    assert len(set(zip(tops.tolist(), lefts.tolist()))) > 1
+    for sample, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist())):
+        crop = torch.from_numpy(batch[sample]).permute(0, 3, 1, 2).float()[..., top:top + 60, left:left + 60] / 255
+        resized = torch.nn.functional.interpolate(crop, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
+        expected = (resized * 255).clamp(0, 255).to(torch.uint8).float() / 127.5 - 1
+        # hue rotation by 0 may move a value by one grey level
+        assert (plain[2 * sample:2 * sample + 2] - expected).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_each_sample_of_a_batch_gets_its_own_colour_jitter():
+    images = torch.full((4, 2, 3, 8, 8), 0.5)
+    images[..., 0, :, :] = 0.7  # a reddish grey, so that every operation changes it
+    jittered = groot_n15.color_jitter(images, torch.Generator().manual_seed(0), brightness=0.3, contrast=0.4, saturation=0.5, hue=0.08)
+    torch.testing.assert_close(jittered[:, 0], jittered[:, 1])  # the views of a sample share the draw
+    assert len({tuple(jittered[i, 0, :, 0, 0].tolist()) for i in range(4)}) == 4  # the samples do not
+    # Brightness alone: sample i is scaled by its own factor 1 + 0.3 * (2u - 1), u the generator's draw after the order's.
+    generator = torch.Generator().manual_seed(1)
+    scaled = groot_n15.color_jitter(images, generator, brightness=0.3, contrast=0, saturation=0, hue=0)
+    generator = torch.Generator().manual_seed(1)
+    torch.rand(4, 4, generator=generator)
+    factors = 1 + 0.3 * (2 * torch.rand(4, 3, generator=generator)[:, 0] - 1)
+    torch.testing.assert_close(scaled, (images * factors.view(4, 1, 1, 1, 1)).clamp(0, 1), atol=1e-6, rtol=0)
 
 
 def test_hue_rotation_matches_colorsys():
@@ -407,10 +426,23 @@ def test_datasets_mix_into_one_set_of_statistics_and_other_layouts_are_refused(t
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
     args = finetune_groot.Args(max_steps=100, warmup_ratio=0.05, learning_rate=1e-4)
-    rates = [finetune_groot.learning_rate(step, args) for step in range(100)]
+    rates = [finetune_groot.learning_rate(step / 100, args) for step in range(100)]
     assert rates[0] == pytest.approx(2e-5) and rates[4] == pytest.approx(1e-4) and rates[5] == pytest.approx(1e-4)
     assert rates[5 + 95 // 2] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 47 / 95)))
     assert all(a >= b for a, b in itertools.pairwise(rates[5:])) and 0 < rates[-1] < 1e-6
+    assert finetune_groot.learning_rate(0.0, finetune_groot.Args(max_steps=1)) == finetune_groot.Args().learning_rate
+
+
+def test_max_minutes_stops_training_on_time_and_runs_the_schedule_to_its_end(tmp_path, dataset_dir, capsys):
+    args = finetune_groot.Args(dataset=[str(dataset_dir)], output_dir=str(tmp_path / "checkpoint"), run_dir=str(tmp_path / "runs"),
+                               max_steps=1_000_000, max_minutes=0.1, batch_size=2, log_every=1, torch_threads=1)
+    finetune_groot.main(args)
+    provenance = json.loads((tmp_path / "checkpoint" / finetune_groot.PROVENANCE_FILE).read_text())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert 3 <= provenance["step"] < 1_000_000 and len(lines) == provenance["step"]
+    rates = [float(line.split("| lr ")[1].split()[0]) for line in lines]
+    # The schedule follows the clock: it starts near 0, warms up, and has decayed by the time the budget is spent.
+    assert rates[0] < 0.01 * args.learning_rate and max(rates) > 2 * rates[-1] and rates[-1] < 0.25 * args.learning_rate
 
 
 def test_bad_arguments_are_refused():
