@@ -460,7 +460,8 @@ def main(args: Args) -> pathlib.Path:
 
     # All frames in one table, in frame order: normalized state (N, 64), the action chunk rows of every episode
     # (its T rows then horizon - 1 padding rows, (N + episodes * (horizon - 1), 32)) with their mask, and the
-    # camera frames (N, V, H, W, 3) uint8, kept on the CPU (a GPU gets each batch's frames only).
+    # camera frames (N, V, H, W, 3) uint8, on the GPU when they take under a quarter of its free memory (a batch
+    # is then gathered there), else on the CPU; and each frame's prompt, tokenized once per distinct instruction.
     chunk_rows = horizon - 1
     states = np.concatenate([normalize(d.states[i], stats["state"], max_state_dim) for d, i in episodes])
     action_rows, mask_rows = [], []
@@ -481,19 +482,23 @@ def main(args: Args) -> pathlib.Path:
     for (dataset, i), start, length in zip(episodes, np.cumsum(lengths) - lengths, lengths):
         frames[start:start + length] = torch.from_numpy(np.stack([dataset.frames[i][c] for c in cameras], axis=1))
         dataset.frames[i] = None  # the table holds them now
-    instructions = [text for d, i in episodes for text in d.instructions[i]]
+    if device.type == "cuda" and frames.nbytes < torch.cuda.mem_get_info(device)[0] / 4:
+        frames = frames.to(device)
+    instructions = {}  # distinct instruction -> its index
+    frame_prompt = torch.tensor([instructions.setdefault(text, len(instructions)) for d, i in episodes for text in d.instructions[i]])
+    prompts = tokenizer([groot_n15.build_prompt(text, len(cameras), model.tokens_per_image) for text in instructions],
+                        padding=True, return_tensors="pt")
 
     def get_batch(indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for frames `indices` (into all frames of all datasets), like GR00TPolicy.prepare_inputs
         plus the action chunk and its mask, images augmented (--augment) or centre-cropped as at inference."""
-        views = frames[indices].to(device, non_blocking=True)
+        views = frames[indices.to(frames.device)].to(device)
         pixels = (groot_n15.augment_images(views, model.image_size, augmentation) if args.augment
                   else groot_n15.preprocess_images(views.flatten(0, 1), model.image_size))
         rows = chunk_start[indices][:, None] + torch.arange(horizon)
-        prompts = [groot_n15.build_prompt(instructions[i], len(cameras), model.tokens_per_image) for i in indices.tolist()]
-        tokens = tokenizer(prompts, padding=True, return_tensors="pt")
-        batch = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"], "state": states[indices][:, None],
-                 "actions": action_rows[rows], "action_mask": mask_rows[rows]}
+        prompt = frame_prompt[indices]
+        batch = {"input_ids": prompts["input_ids"][prompt], "attention_mask": prompts["attention_mask"][prompt],
+                 "state": states[indices][:, None], "actions": action_rows[rows], "action_mask": mask_rows[rows]}
         return {k: v.to(device) for k, v in batch.items()} | {"pixel_values": pixels, "embodiment_id": embodiment_id[: len(indices)]}
 
     # ----- optimizer and checkpoint -----------------------------------------------------------
