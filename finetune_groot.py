@@ -1,15 +1,17 @@
 """Fine-tune GR00T N1.5 on LeRobot datasets (one file, in the style of nanoGPT's train.py).
 
     python record_demos.py --cameras --n-episodes 200 --output-dir runs/demos/jacobian_cameras
-    # CPU: a small GR00T N1.5-architecture model (every part shrunk), trained from scratch
-    python finetune_groot.py --dataset runs/demos/jacobian_cameras --max-steps 5000 --batch-size 16
+    # a small GR00T N1.5-architecture model (every part shrunk) from scratch: checkpoints/groot_n15_small_so101_sim
+    # took this for 7 min on one GPU, then 3.5 min more at lr 3e-4 (README); on a 2-core CPU, expect hours
+    python finetune_groot.py --dataset runs/demos/jacobian_cameras --batch-size 128 --learning-rate 1e-3 --no-augment \
+        --max-minutes 7 --max-steps 1000000
     # GPU: fine-tune NVIDIA's base model with Isaac's defaults (estimated ~30 GB of GPU memory at batch 32, see the README)
     python finetune_groot.py --dataset runs/demos/jacobian_cameras --init-from nvidia/GR00T-N1.5-3B --batch-size 32
     # then, like any Isaac-format checkpoint:
     python eval_policy.py --base-policy groot --groot-model runs/<run>/checkpoint --n-episodes 50
 
-Top to bottom: `Args`; reading the datasets (each episode's videos decoded once, kept in memory) and
-their statistics; the model (`--init-from scratch-small`, or an Isaac-format checkpoint directory or
+Top to bottom: `Args`; reading the datasets (each episode's videos decoded once into one frame table,
+on the GPU when it fits) and their statistics; the model (`--init-from scratch-small`, or an Isaac-format checkpoint directory or
 hub id), whose trained parts follow Isaac's four tune flags when fine-tuning (from scratch every part
 trains); then the loop: sample (frame, 16-step action chunk) pairs, one AdamW step on the
 flow-matching loss (groot_n15.FlowMatchingActionHead.loss), print the loss now and then, and write
