@@ -483,11 +483,12 @@ def sb3_time_to_success(args: Args, seed: int) -> tuple[tuple[int, float] | None
 def bench_time_to_success(args: Args) -> list[str]:
     if not args.our_runs and not args.sb3_seeds:
         raise SystemExit("time95 needs --our-runs and/or --sb3-seeds")
-    ours = []  # (name, first crossing, from then on, evaluations): each log read once
+    ours = []  # (name, first crossing, the 'from then on' cell, evaluations): each log read once
     for run in args.our_runs:
         points = run_evaluations(run)
+        settled = settled_success(points, args.target_success)
         ours.append((f"ppo_residual_jacobian.py ({pathlib.Path(run).name})", first_success(points, args.target_success),
-                     settled_success(points, args.target_success), len(points)))
+                     f"{settled[0]:,} steps, {settled[1]:.1f} min" if settled else "never", len(points)))
     sb3 = []  # SB3 stops at its first crossing, so "from then on" does not apply
     for seed in args.sb3_seeds:
         reached, evaluations = sb3_time_to_success(args, seed)
@@ -499,8 +500,6 @@ def bench_time_to_success(args: Args) -> list[str]:
              "|---|---|---|---|---|"]
     for name, reached, stays, evaluations in ours + sb3:
         cells = (f"{reached[0]:,}", f"{reached[1]:.1f}") if reached else ("not reached", "not reached")
-        if not isinstance(stays, str):
-            stays = f"{stays[0]:,} steps, {stays[1]:.1f} min" if stays else "never"
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {stays} | {evaluations} |")
     for label, rows in (("ppo_residual_jacobian.py", ours), ("SB3 PPO", sb3)):
         reached = [r for _, r, _, _ in rows if r]
