@@ -138,8 +138,9 @@ class Args:
     """total environment steps"""
     learning_rate: float = 3e-4
     """learning rate of the optimizer"""
-    num_envs: int = 4
-    """number of parallel environments (worker processes); one GR00T instance serves them all"""
+    num_envs: int = 8
+    """number of parallel environments (worker processes); one GR00T instance serves them all. With 4,
+    a 1,024-step rollout held ~4 episodes and PPO's updates overshot (approx_kl 0.1-0.2, clipfrac 0.5)"""
     async_envs: bool = True
     """run envs in worker processes (False: in this process, easier to debug)"""
     num_steps: int = 256
