@@ -2,6 +2,8 @@
 
 import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
 
+import math
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -227,6 +229,18 @@ def test_simulation_blowup_truncates_and_is_counted(env):
     obs, reward, terminated, truncated, info = env.step(np.zeros(6))
     assert truncated and not terminated and info["sim_unstable"]
     assert np.all(np.isfinite(obs))
+    assert env.unstable_episodes == 1
+
+
+def test_flung_paper_truncates_as_unstable(env):
+    """A sheet flying off at 50 m/s with every number finite (no MuJoCo warning) is a blow-up too."""
+    env.reset(seed=0)
+    paper = env.model.joint("paper_free")
+    env.data.qpos[paper.qposadr[0] + 2] = 0.3  # in the air, clear of every contact
+    env.data.qvel[paper.dofadr[0]] = 50.0
+    _, _, terminated, truncated, info = env.step(np.zeros(6))
+    assert not env.data.warning.number.any()
+    assert truncated and not terminated and info["sim_unstable"] and math.isnan(info["dist_to_goal"])
     assert env.unstable_episodes == 1
 
 
