@@ -39,6 +39,11 @@ class ActionChunkQueue:
         self.position[mask] = 0
         self.end[mask] = self.chunk_steps - self.clock % self.chunk_steps if self.align else self.chunk_steps
 
+    def shift_remaining(self, offsets: np.ndarray) -> None:
+        """Add (N, 6) `offsets` to the steps of each env's chunk that have not been popped yet."""
+        remaining = np.arange(self.chunk_steps)[None, :] >= self.position[:, None]
+        self.chunks += remaining[:, :, None] * np.asarray(offsets, dtype=np.float32)[:, None, :]
+
     def pop(self) -> np.ndarray:
         """The next action of every env's chunk, (N, 6)."""
         actions = self.chunks[np.arange(len(self.position)), self.position]

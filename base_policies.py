@@ -77,6 +77,10 @@ class BasePolicy:
         vision bases on the steps where `images_needed()` has a True; other bases ignore them."""
         raise NotImplementedError
 
+    def executed(self, actions: np.ndarray) -> None:
+        """Told the (N, 6) actions the envs executed after the last `act` (base + alpha * residual,
+        clipped); bases that plan ahead may keep the correction (the groot base can), others ignore it."""
+
     def images_needed(self) -> np.ndarray:
         """Boolean mask of the envs whose next `act` reads camera images (none for state-based bases)."""
         return np.zeros(self.num_envs, dtype=bool)

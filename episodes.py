@@ -68,4 +68,6 @@ class ResidualPolicy:
 
     def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
         base_action = self.base.act(states, images)
-        return compose_action(base_action, self.residual_mean(states, base_action), self.alpha)
+        action = compose_action(base_action, self.residual_mean(states, base_action), self.alpha)
+        self.base.executed(action)
+        return action

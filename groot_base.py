@@ -93,6 +93,11 @@ class GR00TBasePolicy(BasePolicy):
     every step. Each step turns the chunk's target into the env's normalized delta,
     `(target - q) / act_scale` clipped to [-1, 1].
 
+    Because the targets are absolute, the next step steers back whatever a residual added. With
+    `keep_corrections=True`, `executed(actions)` shifts the rest of the chunk by what the executed
+    action added to the base's (times act_scale), so a correction holds until the next chunk, which
+    GR00T plans from where the arm then is.
+
     Callers render the cameras only when `images_needed()` has a True and pass them as
     `act(states, images={"top_view": (N, H, W, 3), "wrist": ...})` (see `base_policies.camera_images`).
 
@@ -132,6 +137,7 @@ class GR00TBasePolicy(BasePolicy):
         action_keys: list[str] | None = None,
         units: str | None = None,
         seed: int | None = None,
+        keep_corrections: bool = False,
         model=None,
     ):
         super().__init__(num_envs, act_scale)
@@ -144,7 +150,7 @@ class GR00TBasePolicy(BasePolicy):
         self.checkpoint, self.backend, self.revision = str(checkpoint), backend, revision
         self.tokenizer = str(tokenizer or groot_n15.DEFAULT_TOKENIZER)
         self.dtype, self.host, self.port, self.timeout_s = dtype, host, port, timeout_s
-        self.instruction, self.seed = instruction, seed
+        self.instruction, self.seed, self.keep_corrections = instruction, seed, keep_corrections
         if model is None and backend == "local":
             model = groot_n15.GR00TPolicy.from_pretrained(
                 self.checkpoint, tokenizer=self.tokenizer, dtype=dtype, device=device, revision=revision, seed=seed
@@ -163,6 +169,7 @@ class GR00TBasePolicy(BasePolicy):
         self._map_checkpoint(metadata, camera_map, state_keys, action_keys, units)
 
         self.queue = ActionChunkQueue(num_envs, chunk_steps, align=True)  # full batches for the one model
+        self.last_actions = np.zeros((num_envs, ACTION_DIM), dtype=np.float32)
         self.inference_seconds: list[float] = []
         self.inference_batch_sizes: list[int] = []
         self.last_inference_seconds = float("nan")
@@ -213,7 +220,12 @@ class GR00TBasePolicy(BasePolicy):
         if stale.any():
             self.queue.load(stale, self._query(states[stale], self._images_of(images, stale)))
         targets = self.queue.pop()
-        return np.clip((targets - states[:, QPOS]) / self.act_scale, -1.0, 1.0).astype(np.float32)
+        self.last_actions = np.clip((targets - states[:, QPOS]) / self.act_scale, -1.0, 1.0).astype(np.float32)
+        return self.last_actions
+
+    def executed(self, actions: np.ndarray) -> None:
+        if self.keep_corrections:
+            self.queue.shift_remaining(self.act_scale * (np.asarray(actions) - self.last_actions))
 
     def _images_of(self, images: dict[str, np.ndarray] | None, envs: np.ndarray) -> dict[str, np.ndarray]:
         needed = sorted(set(self.camera_map.values()))
@@ -261,7 +273,7 @@ class GR00TBasePolicy(BasePolicy):
             "revision": self.revision, "dtype": self.dtype, "host": self.host, "port": self.port,
             "timeout_s": self.timeout_s, "chunk_steps": self.chunk_steps, "instruction": self.instruction,
             "camera_map": self.camera_map, "state_keys": self.state_keys, "action_keys": self.action_keys,
-            "units": self.units, "seed": self.seed,
+            "units": self.units, "seed": self.seed, "keep_corrections": self.keep_corrections,
         }
 
 

@@ -106,6 +106,8 @@ class Args:
     """steps of each 16-step action chunk executed open-loop before the env asks for a new chunk"""
     image_size: int = 224
     """pixel size of the rendered camera images (resized to the checkpoint's training resolution) and of the videos"""
+    keep_corrections: bool = False
+    """shift the rest of each chunk by the residual's executed correction, so the next step does not steer it back to GR00T's absolute target"""
 
     # Residual RL
     alpha: float = 0.3
@@ -228,7 +230,7 @@ def groot_options(args: Args) -> dict:
         backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
         dtype=args.groot_dtype, device=args.device, instruction=args.groot_instruction,
         camera_map=args.groot_camera_map, state_keys=args.groot_state_keys, action_keys=args.groot_action_keys,
-        units=args.groot_units, chunk_steps=args.chunk_steps, seed=args.seed,
+        units=args.groot_units, chunk_steps=args.chunk_steps, seed=args.seed, keep_corrections=args.keep_corrections,
     )
 
 
@@ -374,9 +376,9 @@ class RolloutCollector:
             storage.dones[step, columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
 
             residual_np = residual.cpu().numpy()
-            self.next_obs, reward, terminations, truncations, infos = self.envs.step(
-                compose_action(base_action, residual_np, alpha)
-            )
+            action = compose_action(base_action, residual_np, alpha)
+            self.base.executed(action)
+            self.next_obs, reward, terminations, truncations, infos = self.envs.step(action)
             penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
             stats["penalties"].append(penalty.mean())
             reward = (reward - penalty) * args.reward_scale

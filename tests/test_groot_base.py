@@ -391,6 +391,32 @@ def test_a_reset_env_comes_back_in_step_so_batches_stay_full(base):
     assert [observation["state.single_arm"].shape[0] for observation, _ in calls] == [NUM_ENVS, 1, NUM_ENVS]
 
 
+def test_kept_corrections_shift_the_rest_of_the_chunk_only(base, checkpoint_dir):
+    keeping = make_base_policy("groot", NUM_ENVS, model=base.model, checkpoint=str(checkpoint_dir), keep_corrections=True)
+    calls = record_calls(keeping)
+    states, images = start_states(), random_images()
+    keeping.reset()
+    first = keeping.act(states, images)
+    correction = np.array([0.1, -0.2, 0.0, 0.0, 0.3, 0.0], dtype=np.float32)
+    keeping.executed(first + correction)  # what base + alpha * residual added
+    keeping.executed(keeping.act(states))  # a step that adds nothing shifts nothing further
+    targets = np.concatenate([calls[0][1]["action.single_arm"], calls[0][1]["action.gripper"]], axis=-1)
+    for step in range(2, keeping.chunk_steps):
+        expected = np.clip((targets[:, step] - states[:, :6]) / keeping.act_scale + correction, -1, 1)
+        np.testing.assert_allclose(keeping.act(states), expected, atol=1e-4)
+    keeping.act(states, images)  # the next chunk is GR00T's own again
+    targets = np.concatenate([calls[1][1]["action.single_arm"], calls[1][1]["action.gripper"]], axis=-1)
+    np.testing.assert_allclose(keeping.last_actions, np.clip((targets[:, 0] - states[:, :6]) / keeping.act_scale, -1, 1),
+                               atol=1e-4)
+    assert keeping.config()["keep_corrections"] and not base.config()["keep_corrections"]
+    calls = record_calls(base)
+    base.reset()
+    before = base.act(states, images)
+    base.executed(before + correction)  # off by default: the next step steers back to the target
+    targets = np.concatenate([calls[0][1]["action.single_arm"], calls[0][1]["action.gripper"]], axis=-1)
+    np.testing.assert_allclose(base.act(states), np.clip((targets[:, 1] - states[:, :6]) / base.act_scale, -1, 1), atol=1e-4)
+
+
 def test_the_il_queue_keeps_whole_chunks_after_a_reset():
     from action_chunks import ActionChunkQueue
 
