@@ -28,6 +28,7 @@ Everything algorithmic lives in this file on purpose: copy it to try an idea.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
@@ -407,8 +408,14 @@ class RolloutCollector:
     def set_tape_half_size(self, half_size: float) -> None:
         self.envs.call("set_tape_half_size", half_size)
 
-    def close(self) -> None:
-        self.envs.close()
+    def close(self, interrupted: bool = False) -> None:
+        if not interrupted:
+            self.envs.close()
+            return
+        # After Ctrl-C, or a SIGTERM sent to the whole process group, the workers may be mid-step or
+        # gone: end them instead of waiting for replies that will not come.
+        with contextlib.suppress(OSError, EOFError):
+            self.envs.close(terminate=True)
 
 
 def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
@@ -534,6 +541,7 @@ def main(args: Args) -> pathlib.Path:
     eval_seconds = 0.0  # left out of the training time that evaluations report
     completed_iteration, completed_step = start_iteration - 1, global_step
     stop = StopSignals()  # Ctrl-C and SIGTERM both save a checkpoint and exit non-zero
+    interrupted = False
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
             iteration_start = time.perf_counter()
@@ -690,12 +698,13 @@ def main(args: Args) -> pathlib.Path:
         print(f"saved {save('final', completed_iteration)}")
     except KeyboardInterrupt:
         # Keep what the finished iterations learned; the interrupted rollout is dropped.
+        interrupted = True
         global_step = completed_step
         latest = save("latest", completed_iteration)
         print(f"\ninterrupted: saved {latest} (iteration {completed_iteration}); continue with --resume {latest}")
         raise SystemExit(stop.exit_status) from None
     finally:
-        collector.close()
+        collector.close(interrupted)
         writer.close()
     return run_dir
 

@@ -417,6 +417,20 @@ def test_kept_corrections_shift_the_rest_of_the_chunk_only(base, checkpoint_dir)
     np.testing.assert_allclose(base.act(states), np.clip((targets[:, 1] - states[:, :6]) / base.act_scale, -1, 1), atol=1e-4)
 
 
+def test_an_interrupted_run_closes_envs_whose_workers_are_gone():
+    """A SIGTERM to the whole process group (`pkill -f`) ends the env workers before the trainer
+    closes them; after saving its checkpoint the trainer must still exit cleanly."""
+    import gymnasium as gym
+
+    args = ppo.Args(image_size=16)
+    envs = gym.vector.AsyncVectorEnv([ppo.make_env(args, 0.08)] * 2)
+    collector = ppo.RolloutCollector(args, envs, None, None, None, slice(0, 2), seed=0)
+    envs.processes[0].terminate()
+    envs.processes[0].join()
+    collector.close(interrupted=True)
+    assert not any(process.is_alive() for process in envs.processes)
+
+
 def test_the_il_queue_keeps_whole_chunks_after_a_reset():
     from action_chunks import ActionChunkQueue
 
