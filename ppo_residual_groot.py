@@ -107,8 +107,9 @@ class Args:
     """steps of each 16-step action chunk executed open-loop before the env asks for a new chunk"""
     image_size: int = 224
     """pixel size of the rendered camera images (resized to the checkpoint's training resolution) and of the videos"""
-    keep_corrections: bool = False
-    """shift the rest of each chunk by the residual's executed correction, so the next step does not steer it back to GR00T's absolute target"""
+    keep_corrections: bool = True
+    """shift the rest of each chunk by the residual's executed correction, so the next step does not steer it back to
+    GR00T's absolute target (a constant push moved a joint 2.8 degrees in 8 steps with it, 1.95 without)"""
 
     # Residual RL
     alpha: float = 0.3
