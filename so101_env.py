@@ -437,8 +437,8 @@ class SO101PaperSquareEnv(gym.Env):
         # MuJoCo checks positions, velocities and accelerations every step; on a NaN or a
         # blow-up it raises a warning counter (reset with the data) and resets the state.
         # A flung sheet stays finite, so its speed is checked here.
-        paper_speed = np.linalg.norm(self.data.qvel[self._paper_linear_qvel])
-        return bool(self.data.warning.number.any()) or not paper_speed <= MAX_PAPER_SPEED
+        velocity = self.data.qvel[self._paper_linear_qvel]
+        return bool(self.data.warning.number.any()) or not velocity @ velocity <= MAX_PAPER_SPEED**2
 
     def _state(self) -> np.ndarray:
         d = self.data
