@@ -36,17 +36,14 @@ import tyro
 
 import groot_base  # noqa: F401  registers the groot base
 import so101_env
-import mujoco  # after so101_env, which chooses MuJoCo's OpenGL backend before mujoco is first imported
 from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
 from episodes import EpisodeRecord, ResidualPolicy, run_episode
 from checkpoint_io import ResidualActor, load_checkpoint
 from run_utils import option_problems
 from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate
-from so101_env import Randomization, SO101PaperSquareEnv
+from so101_env import (MAX_RANDOMIZATION_SCALE, SO101PaperSquareEnv, describe_randomization, randomization_problems,
+                       scaled_randomization)
 
-MAX_RANDOMIZATION_SCALE = 3.0
-"""Largest --randomization-scale: at 3 the paper's centre can start 0.44 m from the arm's base,
-near the edge of its ~0.46 m reach on the table; beyond, failures would measure reach, not robustness."""
 
 
 @dataclass
@@ -147,40 +144,6 @@ def residual_from_loaded(checkpoint: dict, groot_options: dict | None = None, na
         base_config |= groot_options or {}
     base = make_base_policy(base_name, num_envs=1, **base_config)
     return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name)
-
-
-# ---------------------------------------------------------------------- domain randomization
-def scaled_randomization(scale: float) -> Randomization:
-    """The env's default randomization ranges, all four multiplied by `scale`."""
-    default = Randomization()
-    return dataclasses.replace(default, **{f.name: scale * getattr(default, f.name) for f in dataclasses.fields(default)})
-
-
-def randomization_problems(scale: float) -> list[str]:
-    """Why a --randomization-scale cannot give valid episodes: a zero or negative friction or mass could
-    be drawn, or the paper could start off the table (whatever its yaw). Empty when it is fine."""
-    scaled, default = scaled_randomization(scale), Randomization()
-    problems = []
-    for field, what in (("friction", "paper-table friction"), ("mass", "paper mass")):
-        if getattr(scaled, field) >= 1:  # a draw of 1 - range would be <= 0
-            problems.append(
-                f"--randomization-scale {scale} widens the {what} range to +-{getattr(scaled, field):.0%}, so a reset "
-                f"could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
-    model = mujoco.MjModel.from_xml_path(str(so101_env.XML_PATH))  # the scene alone, a few milliseconds
-    table = model.geom("table")
-    corner = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
-    farthest = np.abs(so101_env.PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + corner
-    if np.any(farthest > table.size[:2]):
-        problems.append(
-            f"--randomization-scale {scale} puts the paper up to {100 * scaled.paper_xy:.1f} cm from its nominal "
-            f"position, so a corner could start off the {2 * table.size[0]:.2f} x {2 * table.size[1]:.2f} m table; "
-            f"use a smaller scale")
-    return problems
-
-
-def describe_randomization(r: Randomization) -> str:
-    return (f"paper position +-{100 * r.paper_xy:.1f} cm, yaw +-{r.paper_yaw:.2f} rad, "
-            f"friction +-{r.friction:.0%}, mass +-{r.mass:.0%}")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -89,6 +89,9 @@ class Args:
     """initial log standard deviation of the residual's exploration noise"""
     reach_reward_weight: float = 0.0
     """weight of a gripper-to-paper distance penalty until the gripper first touches the paper (pure RL's shaping; 0: off)"""
+    randomization_scale: float = 1.0
+    """multiplies the training envs' domain-randomization ranges (paper position, yaw, friction, mass); the
+    in-training evaluation keeps the env's defaults, so `best.pt` is chosen on the task users evaluate"""
     critic_warmup_iterations: int = 2
     """first iterations train only the critic, on rollouts of the base alone"""
     tape_half_size: float = 0.08
@@ -169,11 +172,13 @@ def validate_args(args: Args) -> None:
                       reach_reward_weight=0.0, gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
                       tape_half_size=0.02, curriculum_start_half_size=0.02, curriculum_success_threshold=0.0),
         above=dict(learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
-                   curriculum_step=0.0, alpha_ramp_fraction=0.0),
+                   curriculum_step=0.0, alpha_ramp_fraction=0.0, randomization_scale=0.0),
         at_most=dict(alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,
                      curriculum_success_threshold=1.0, num_envs=MAX_ENVS, act_scale=0.2, residual_log_std=2.0,
-                     tape_half_size=0.3, curriculum_start_half_size=0.3),
+                     tape_half_size=0.3, curriculum_start_half_size=0.3, randomization_scale=so101_env.MAX_RANDOMIZATION_SCALE),
     )
+    if not problems:  # a scale outside its bounds has been named already
+        problems += so101_env.randomization_problems(args.randomization_scale)
     if args.base_policy == "groot":
         problems.append("--base-policy groot needs camera images: train it with ppo_residual_groot.py")
     elif args.base_policy not in BASE_POLICIES:
@@ -194,7 +199,8 @@ def validate_args(args: Args) -> None:
 def make_env(args: Args, tape_half_size: float):
     def thunk():
         env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size,
-                                            reward_weights=so101_env.RewardWeights(reach=args.reach_reward_weight))
+                                            reward_weights=so101_env.RewardWeights(reach=args.reach_reward_weight),
+                                            randomization=so101_env.scaled_randomization(args.randomization_scale))
         return gym.wrappers.RecordEpisodeStatistics(env)
 
     return thunk

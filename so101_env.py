@@ -34,6 +34,7 @@ Run `python so101_env.py` for a short demo with random actions.
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import math
 import os
 import pathlib
@@ -200,6 +201,44 @@ class Randomization:
     """relative change of the paper-table friction"""
     mass: float = 0.1
     """relative change of the paper mass"""
+
+
+MAX_RANDOMIZATION_SCALE = 3.0
+"""Largest --randomization-scale: at 3 the paper's centre can start 0.44 m from the arm's base,
+near the edge of its ~0.46 m reach on the table; beyond, failures would measure reach, not robustness."""
+
+
+def scaled_randomization(scale: float) -> Randomization:
+    """The env's default randomization ranges, all four multiplied by `scale`."""
+    default = Randomization()
+    return dataclasses.replace(default, **{f.name: scale * getattr(default, f.name) for f in dataclasses.fields(default)})
+
+
+def randomization_problems(scale: float) -> list[str]:
+    """Why a --randomization-scale cannot give valid episodes: a zero or negative friction or mass could
+    be drawn, or the paper could start off the table (whatever its yaw). Empty when it is fine."""
+    scaled, default = scaled_randomization(scale), Randomization()
+    problems = []
+    for field, what in (("friction", "paper-table friction"), ("mass", "paper mass")):
+        if getattr(scaled, field) >= 1:  # a draw of 1 - range would be <= 0
+            problems.append(
+                f"--randomization-scale {scale} widens the {what} range to +-{getattr(scaled, field):.0%}, so a reset "
+                f"could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
+    model = mujoco.MjModel.from_xml_path(str(XML_PATH))  # the scene alone, a few milliseconds
+    table = model.geom("table")
+    corner = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
+    farthest = np.abs(PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + corner
+    if np.any(farthest > table.size[:2]):
+        problems.append(
+            f"--randomization-scale {scale} puts the paper up to {100 * scaled.paper_xy:.1f} cm from its nominal "
+            f"position, so a corner could start off the {2 * table.size[0]:.2f} x {2 * table.size[1]:.2f} m table; "
+            f"use a smaller scale")
+    return problems
+
+
+def describe_randomization(r: Randomization) -> str:
+    return (f"paper position +-{100 * r.paper_xy:.1f} cm, yaw +-{r.paper_yaw:.2f} rad, "
+            f"friction +-{r.friction:.0%}, mass +-{r.mass:.0%}")
 
 
 class SO101PaperSquareEnv(gym.Env):

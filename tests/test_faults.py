@@ -98,6 +98,7 @@ def test_garbage_checkpoint_is_refused(tmp_path):
         (["--num-envs", "10000"], r"--num-envs must be within \[1, 256\]"),
         (["--base-policy", "nonsense"], "is unknown"),
         (["--num-envs", "0"], r"--num-envs must be within \[1, 256\]"),
+        (["--randomization-scale", "0"], r"--randomization-scale must be within \(0.0, 3.0\]"),
     ],
 )
 def test_training_cli_rejects_nonsense(argv, message):

@@ -159,7 +159,7 @@ def test_a_checkpoint_named_twice_is_refused(two_seeds):
 
 # ---------------------------------------------------------------------- eval_policy.py --randomization-scale
 def test_randomization_scale_multiplies_all_four_ranges_and_is_recorded(tmp_path):
-    wide = eval_policy.scaled_randomization(2.0)
+    wide = so101_env.scaled_randomization(2.0)
     assert (wide.paper_xy, wide.paper_yaw, wide.friction, wide.mass) == pytest.approx((0.1, 0.6, 0.4, 0.2))
     out = tmp_path / "wide.json"
     eval_policy.main(eval_policy.Args(base_policy="zero", n_episodes=1, randomization_scale=2.0, output_json=str(out)))
@@ -176,16 +176,24 @@ def test_randomization_scale_out_of_bounds_is_refused(scale, message):
 
 def test_randomization_that_breaks_the_physics_or_leaves_the_table_is_named():
     # Beyond the CLI's bound, to check the guards that protect other default ranges.
-    assert eval_policy.randomization_problems(2.0) == [] and eval_policy.randomization_problems(3.0) == []
-    friction, = eval_policy.randomization_problems(5.0)  # friction +-100 %: a draw of zero
+    assert so101_env.randomization_problems(2.0) == [] and so101_env.randomization_problems(3.0) == []
+    friction, = so101_env.randomization_problems(5.0)  # friction +-100 %: a draw of zero
     assert "zero or negative paper-table friction" in friction and "below 5" in friction
-    problems = eval_policy.randomization_problems(12.0)
+    problems = so101_env.randomization_problems(12.0)
     assert any("off the 1.20 x 1.20 m table" in p for p in problems)
     assert any("zero or negative paper mass" in p for p in problems)
 
 
+def test_training_randomization_scale_reaches_the_training_envs_only():
+    import ppo_residual_jacobian as ppo
+
+    env = ppo.make_env(ppo.Args(randomization_scale=1.5), 0.08)()
+    assert env.unwrapped.randomization == so101_env.scaled_randomization(1.5)
+    assert ppo.make_env(ppo.Args(), 0.08)().unwrapped.randomization == so101_env.Randomization()
+
+
 def test_twice_the_randomization_resets_the_paper_flat_on_the_table():
-    env = so101_env.SO101PaperSquareEnv(randomization=eval_policy.scaled_randomization(2.0))
+    env = so101_env.SO101PaperSquareEnv(randomization=so101_env.scaled_randomization(2.0))
     table = env.model.geom("table")
     half = env._paper_half_extents
     offsets = []
