@@ -107,7 +107,7 @@ class Args:
     groot_dtype: str | None = None
     """groot base: bfloat16 or float32 (default: the checkpoint's, config.json torch_dtype)"""
     groot_chunk_steps: int | None = None
-    """groot base: steps executed open-loop per 16-step action chunk"""
+    """groot base: steps executed open-loop per action chunk (default: the whole chunk, 16 for N1.5)"""
     groot_instruction: str | None = None
     """groot base: language instruction"""
     groot_camera_map: dict[str, str] | None = None

@@ -130,7 +130,7 @@ class GR00TBasePolicy(BasePolicy):
         host: str = "localhost",
         port: int = 5555,
         timeout_s: float = 15.0,
-        chunk_steps: int = 8,
+        chunk_steps: int | None = None,
         instruction: str = GROOT_DEFAULT_INSTRUCTION,
         camera_map: dict[str, str] | None = None,
         state_keys: list[str] | None = None,
@@ -163,6 +163,7 @@ class GR00TBasePolicy(BasePolicy):
             metadata = model.get_metadata()
         except RuntimeError:  # Isaac servers have no get_metadata endpoint: read the checkpoint's file
             metadata = groot_n15.load_metadata(groot_n15.resolve_checkpoint(self.checkpoint, revision, weights=False))
+        chunk_steps = metadata.action_horizon if chunk_steps is None else chunk_steps  # default: the whole chunk
         if not 1 <= chunk_steps <= metadata.action_horizon:
             raise ValueError(f"chunk_steps must be within [1, {metadata.action_horizon}] (the checkpoint's chunk length), got {chunk_steps}")
         self.chunk_steps = chunk_steps

@@ -103,8 +103,9 @@ class Args:
     """checkpoint action keys in joint order; default from the metadata"""
     groot_units: str | None = None
     """joint units of the checkpoint: radians, degrees or range (LeRobot's [-100, 100]); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
-    chunk_steps: int = 8
-    """steps of each 16-step action chunk executed open-loop before the env asks for a new chunk"""
+    chunk_steps: int | None = None
+    """steps of each action chunk executed open-loop before the env asks for a new one; default: the whole chunk
+    (16 for N1.5). On the small sim base, 16 against 8: 72 % against 66 % alone, and half the GR00T calls"""
     image_size: int = 224
     """pixel size of the rendered camera images (resized to the checkpoint's training resolution) and of the videos"""
     keep_corrections: bool = True
@@ -128,8 +129,9 @@ class Args:
     """first iterations train only the critic, on rollouts of the base alone"""
     tape_half_size: float = 0.08
     """inner half-size of the tape square at the end of the curriculum (and at evaluation)"""
-    curriculum_start_half_size: float | None = 0.12
-    """if set, training starts with this larger square and shrinks it as success rises"""
+    curriculum_start_half_size: float | None = None
+    """if set, training starts with this larger square and shrinks it as success rises (off: a base that already
+    succeeds most of the time gives enough successes on the final square, and its failures only show there)"""
     curriculum_step: float = 0.01
     """how much the square shrinks each time the success threshold is met"""
     curriculum_success_threshold: float = 0.8
