@@ -45,7 +45,6 @@ from so101_env import (MAX_RANDOMIZATION_SCALE, SO101PaperSquareEnv, describe_ra
                        scaled_randomization)
 
 
-
 @dataclass
 class Args:
     base_policy: str | None = None

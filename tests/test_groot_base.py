@@ -308,9 +308,9 @@ def test_training_writes_checkpoints_groot_scalars_and_video(trained_run):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"groot/inference_time", "groot/batch_size", "charts/SPS", "residual/penalty", "eval/success_rate"} <= scalars
-    # 16 steps per env and iteration, 8 per chunk, both envs in step: two calls of two envs.
+    # 16 steps per env and iteration, the whole 16-step chunk, both envs in step: one call of two envs.
     assert [e.value for e in events.Scalars("groot/batch_size")] == [2.0, 2.0]
-    assert [e.value for e in events.Scalars("groot/calls")] == [1.0, 1.0]  # one 16-step chunk per 16-step rollout
+    assert [e.value for e in events.Scalars("groot/calls")] == [1.0, 1.0]
 
 
 def test_resume_keeps_the_groot_settings(trained_run, short_episodes, tmp_path):
