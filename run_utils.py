@@ -92,13 +92,17 @@ def option_problems(args, at_least: dict[str, float] = {}, above: dict[str, floa
 class StopSignals:
     """Ctrl-C and SIGTERM (a `kill`, a job scheduler's time limit) both stop training the same way:
     KeyboardInterrupt in the main loop, which saves a checkpoint. `exit_status` then tells the caller
-    which one it was, 130 or 143 as a shell reports them, so a scheduler never reads a stop as success."""
+    which one it was, 130 or 143 as a shell reports them, so a scheduler never reads a stop as success.
+    Only the first SIGTERM interrupts: `timeout` signals the process and then its process group, and
+    the second copy must not cut short the checkpoint that the first one started (SIGKILL still stops)."""
 
     def __init__(self):
         self.received = signal.SIGINT
         signal.signal(signal.SIGTERM, self._terminate)
 
     def _terminate(self, signum, frame):
+        if self.received == signal.SIGTERM:  # already stopping
+            return
         self.received = signal.SIGTERM
         raise KeyboardInterrupt
 

@@ -20,7 +20,7 @@ import ppo_residual_jacobian as ppo
 import train_bc
 from checkpoint_io import ResidualActor, load_checkpoint, save_checkpoint
 from episodes import EpisodeRecord
-from run_utils import create_run_dir
+from run_utils import StopSignals, create_run_dir
 from so101_env import SO101PaperSquareEnv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -189,6 +189,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     assert trainer.returncode == 143, output
     (run_dir,) = tmp_path.iterdir()
     assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["iteration"] >= 1
+
+
+def test_a_repeated_sigterm_does_not_interrupt_the_save_that_the_first_started():
+    """`timeout` sends SIGTERM to the trainer and again to its process group: the copy that lands
+    while latest.pt is being written must not abort the write."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop = StopSignals()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the second copy: no KeyboardInterrupt this time
+        assert stop.exit_status == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_finished_run_is_not_rewritten_and_extends_only_when_asked(finished_run, tmp_path, capsys):
