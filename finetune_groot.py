@@ -58,7 +58,7 @@ from torch.utils.tensorboard import SummaryWriter
 import groot_n15
 from groot_n15 import EMBODIMENT_TAG_TO_ID, GR00TN15, IMAGE_CONTEXT_TOKEN
 from lerobot_dataset import read_frames, read_video_frames
-from run_utils import StopSignals, create_run_dir, option_problems, replace_directory, unique_sibling
+from run_utils import StopSignals, close_writer, create_run_dir, option_problems, replace_directory, unique_sibling
 
 
 @dataclass
@@ -568,13 +568,13 @@ def main(args: Args) -> pathlib.Path:
         print(f"interrupted after {step} steps: writing their checkpoint", flush=True)
         if losses:
             save(len(losses), losses[-1])
-        writer.close()
+        close_writer(writer)
         raise SystemExit(stop.exit_status) from None
     seconds = time.time() - start
     print(f"trained {step} steps in {seconds:.0f} s ({step / seconds:.2f} steps/s), loss {np.mean(losses[-args.log_every:]):.4f} "
           f"over the last {min(step, args.log_every)}", flush=True)
     save(step, losses[-1])
-    writer.close()
+    close_writer(writer)
     print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output} --n-episodes 50")
     return output
 

@@ -49,7 +49,7 @@ from episodes import ResidualPolicy, run_episode
 from groot_base import GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION
 from groot_n15 import DEFAULT_TOKENIZER
 from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from run_utils import StopSignals, create_run_dir, option_problems, resume_options, write_video
+from run_utils import StopSignals, close_writer, create_run_dir, option_problems, resume_options, write_video
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
@@ -708,7 +708,7 @@ def main(args: Args) -> pathlib.Path:
         raise SystemExit(stop.exit_status) from None
     finally:
         collector.close(interrupted)
-        writer.close()
+        close_writer(writer)
     return run_dir
 
 

@@ -41,7 +41,7 @@ from base_policies import BASE_POLICIES, base_policy_kwargs, compose_action, mak
 from episodes import ResidualPolicy, run_episode
 from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from rollout_workers import RolloutWorkers
-from run_utils import StopSignals, create_run_dir, option_problems, resume_options, write_video
+from run_utils import StopSignals, close_writer, create_run_dir, option_problems, resume_options, write_video
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
@@ -678,7 +678,7 @@ def main(args: Args) -> pathlib.Path:
         raise SystemExit(stop.exit_status) from None
     finally:
         collector.close()
-        writer.close()
+        close_writer(writer)
     return run_dir
 
 

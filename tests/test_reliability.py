@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ import ppo_residual_jacobian as ppo
 import train_bc
 from checkpoint_io import ResidualActor, load_checkpoint, save_checkpoint
 from episodes import EpisodeRecord
-from run_utils import StopSignals, create_run_dir
+from run_utils import StopSignals, close_writer, create_run_dir
 from so101_env import SO101PaperSquareEnv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -203,6 +204,29 @@ def test_a_repeated_sigterm_does_not_interrupt_the_save_that_the_first_started()
         assert stop.exit_status == 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_close_writer_flushes_a_healthy_writer_and_gives_up_on_a_stuck_one(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    writer.add_scalar("charts/x", 1.5, 7)
+    close_writer(writer)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("charts/x")] == [(7, 1.5)]
+
+    release = threading.Event()
+
+    class StuckWriter:  # what an interrupted SummaryWriter does: close() waits for its sleeping thread
+        def close(self):
+            release.wait()
+
+    start = time.monotonic()
+    close_writer(StuckWriter(), timeout_s=0.2)
+    assert time.monotonic() - start < 5 and "did not close within" in capsys.readouterr().err
+    release.set()
 
 
 def test_a_finished_run_is_not_rewritten_and_extends_only_when_asked(finished_run, tmp_path, capsys):
