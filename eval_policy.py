@@ -38,6 +38,7 @@ import groot_base  # noqa: F401  registers the groot base
 import so101_env
 from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
 from episodes import EpisodeRecord, ResidualPolicy, run_episode
+from groot_n15 import NOISE_MODES
 from checkpoint_io import ResidualActor, load_checkpoint
 from run_utils import option_problems
 from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate
@@ -111,6 +112,9 @@ class Args:
     """groot base: language instruction"""
     groot_camera_map: dict[str, str] | None = None
     """groot base: checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`"""
+    groot_noise: str | None = None
+    """groot base: where each chunk's flow starts, random (a Gaussian draw, Isaac's) or zero (its mean: deterministic);
+    default: a residual checkpoint's base setting, else random"""
     groot_units: str | None = None
     """groot base: joint units of the checkpoint (radians, degrees, range); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
 
@@ -122,7 +126,7 @@ def groot_overrides(args: Args) -> dict:
         backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
         device=args.groot_device,
         dtype=args.groot_dtype, chunk_steps=args.groot_chunk_steps, instruction=args.groot_instruction,
-        camera_map=args.groot_camera_map, units=args.groot_units,
+        camera_map=args.groot_camera_map, units=args.groot_units, noise=args.groot_noise,
         seed=args.seed,  # the flow-matching noise, so that a rerun replays the same episodes
     )
     return {name: value for name, value in options.items() if value is not None}
@@ -142,7 +146,8 @@ def residual_from_loaded(checkpoint: dict, groot_options: dict | None = None, na
     if base_name == "groot":
         base_config |= groot_options or {}
     base = make_base_policy(base_name, num_envs=1, **base_config)
-    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name)
+    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name,
+                          observes_plan=checkpoint.get("observes_plan", False))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -385,6 +390,8 @@ def check_args(args: Args) -> None:
                                             randomization_scale=MAX_RANDOMIZATION_SCALE))
     if not problems:  # a scale outside its bounds has been named already
         problems += randomization_problems(args.randomization_scale)
+    if args.groot_noise is not None and args.groot_noise not in NOISE_MODES:
+        problems.append(f"--groot-noise {args.groot_noise!r} is unknown; choose one of {list(NOISE_MODES)}")
     if problems:
         raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
     if args.aggregate_json is not None:

@@ -396,14 +396,19 @@ class FlowMatchingActionHead(nn.Module):
         tokens = self.model(torch.cat(prefix + [action_tokens], dim=1), vl_tokens, timestep)
         return self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
 
-    def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions."""
+    def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None,
+                noise: str = "random") -> torch.Tensor:
+        """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions.
+        The flow starts from a Gaussian draw (`noise="random"`, Isaac's), or from its mean (`"zero"`)."""
         batch, device = state.shape[0], vl_features.device
         vl_tokens = self.vl_self_attention(self.vlln(vl_features))
         prefix = self.prefix_tokens(state, embodiment_id)
         # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
         noise_device = generator.device if generator is not None else torch.device("cpu")
-        actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
+        if noise == "zero":
+            actions = torch.zeros(batch, self.action_horizon, self.action_dim)
+        else:
+            actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
         actions = actions.to(device=device, dtype=vl_tokens.dtype)  # Isaac integrates in the VL tokens' dtype too
         dt = 1.0 / self.num_steps
         for step in range(self.num_steps):
@@ -504,13 +509,13 @@ class GR00TN15(nn.Module):
 
     @torch.inference_mode()
     def get_action(self, input_ids, attention_mask, pixel_values, state, embodiment_id, image_token_id: int,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise: str = "random") -> torch.Tensor:
         """Model inputs (see GR00TPolicy.prepare_inputs) -> normalized action chunk (B, action_horizon, action_dim), float32."""
         dtype = self.action_head.vlln.weight.dtype
         # Isaac runs bf16 weights under bf16 autocast, so norms and softmax compute in fp32; mirror that.
         with torch.autocast(pixel_values.device.type, dtype=dtype, enabled=dtype != torch.float32):
             features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values.to(dtype), image_token_id)
-            return self.action_head(features, state.to(dtype), embodiment_id, generator).float()
+            return self.action_head(features, state.to(dtype), embodiment_id, generator, noise).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,6 +968,10 @@ def instructions_from(observation: dict, batch: int, language_key: str) -> list[
     return texts
 
 
+NOISE_MODES = ("random", "zero")
+"""Where each chunk's flow starts: a fresh Gaussian draw (Isaac's), or the Gaussian's mean (deterministic)."""
+
+
 class GR00TPolicy:
     """Batched GR00T N1.5 policy on the official Isaac observation/action dict format.
 
@@ -974,10 +983,17 @@ class GR00TPolicy:
     and returns action.<key>: float32 [B, 16, D_key] absolute targets in the same units.
     Without the batch axis (state [T, D]) the output has no batch axis either, as in Isaac.
     Keys and statistics: `policy.metadata` (GR00TMetadata) and `modality_config()`.
+
+    `noise="random"` starts each chunk's flow from a Gaussian draw, as Isaac does (`seed` seeds the
+    draws); `noise="zero"` starts it from the Gaussian's mean, so an observation always gives the same
+    chunk: a deterministic base, which a residual trained on top of it can predict.
     """
 
-    def __init__(self, model: GR00TN15, tokenizer, metadata: GR00TMetadata, seed: int | None = None, clip_actions: bool = False):
-        self.model, self.tokenizer, self.metadata = model, tokenizer, metadata
+    def __init__(self, model: GR00TN15, tokenizer, metadata: GR00TMetadata, seed: int | None = None, clip_actions: bool = False,
+                 noise: str = "random"):
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        self.model, self.tokenizer, self.metadata, self.noise = model, tokenizer, metadata, noise
         self.device = next(model.parameters()).device
         self.embodiment_id = EMBODIMENT_TAG_TO_ID[metadata.embodiment_tag]
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN)
@@ -994,7 +1010,7 @@ class GR00TPolicy:
     def from_pretrained(cls, checkpoint: str | Path, embodiment_tag: str = "new_embodiment",
                         tokenizer: str | Path | None = None, dtype: str | torch.dtype | None = None,
                         device: str | None = None, revision: str | None = None, attn_implementation: str = "sdpa",
-                        seed: int | None = None, clip_actions: bool = False) -> GR00TPolicy:
+                        seed: int | None = None, clip_actions: bool = False, noise: str = "random") -> GR00TPolicy:
         """Load a checkpoint directory or hub id (`revision` = branch/tag/commit, e.g. phospho's step branches).
         `dtype` is the weight and compute dtype whatever the stored dtype, by default config.json's torch_dtype
         (bfloat16 for NVIDIA's checkpoints, float32 for finetune_groot.py's small model); device defaults to CUDA if present.
@@ -1010,7 +1026,7 @@ class GR00TPolicy:
             tokenizer = checkpoint_tokenizer(directory) or DEFAULT_TOKENIZER
         tokenizer = load_tokenizer(tokenizer)
         model = load_model(directory, dtype, device, attn_implementation)
-        return cls(model, tokenizer, metadata, seed=seed, clip_actions=clip_actions)
+        return cls(model, tokenizer, metadata, seed=seed, clip_actions=clip_actions, noise=noise)
 
     def get_metadata(self) -> GR00TMetadata:
         return self.metadata
@@ -1060,7 +1076,7 @@ class GR00TPolicy:
         if not batched:  # Isaac's convention: state [T, D] means a single observation
             observation = {k: [v] if isinstance(v, str) else np.asarray(v)[None] for k, v in observation.items()}
         normalized = self.model.get_action(**self.prepare_inputs(observation), image_token_id=self.image_token_id,
-                                           generator=generator or self.generator).cpu().numpy()
+                                           generator=generator or self.generator, noise=self.noise).cpu().numpy()
         if self.clip_actions:
             normalized = np.clip(normalized, -1.0, 1.0)
         actions, start = {}, 0
@@ -1340,6 +1356,9 @@ def main(argv: list[str] | None = None) -> None:
                             "from the network, and should come with --api-token")
     serve.add_argument("--port", type=port_number, default=5555, help="TCP port, 0..65535 (0 picks a free one; default 5555)")
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    serve.add_argument("--noise", default="random", choices=NOISE_MODES,
+                       help="where each chunk's flow starts: a Gaussian draw (random, Isaac's) or its mean (zero: the same "
+                            "observation always gives the same chunk)")
     serve.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: the checkpoint's config.json torch_dtype")
     serve.add_argument("--api-token", default=None,
                        help="token every request must carry (GR00TClient(api_token=...); the training and evaluation "
@@ -1360,7 +1379,7 @@ def main(argv: list[str] | None = None) -> None:
         # Bind before the slow model load: a taken port or a bad --host fails at once, and the warning comes first.
         server = GR00TServer(None, args.host, args.port, args.api_token, math.ceil(args.max_message_mb * 1_000_000))
         server.policy = GR00TPolicy.from_pretrained(args.checkpoint, args.embodiment_tag, args.groot_tokenizer, args.dtype,
-                                                    args.device, args.revision)
+                                                    args.device, args.revision, noise=args.noise)
         server.run()
 
 

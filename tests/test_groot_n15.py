@@ -69,6 +69,19 @@ def test_same_seed_same_chunk_other_seed_other_chunk(policy):
     assert not np.allclose(first["action.single_arm"][0], first["action.single_arm"][1])
 
 
+def test_zero_noise_makes_the_chunk_a_function_of_the_observation(checkpoint_dir, tokenizer_dir, policy):
+    zero = GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", noise="zero")
+    obs = observation()
+    obs = {key: value[:1].repeat(2, axis=0) if key != "annotation.human.task_description" else value for key, value in obs.items()}
+    first, again = zero.get_action(obs, seeded(7)), zero.get_action(obs, seeded(8))  # the generator plays no part
+    np.testing.assert_array_equal(first["action.single_arm"], again["action.single_arm"])
+    np.testing.assert_array_equal(first["action.single_arm"][0], first["action.single_arm"][1])  # one observation, one chunk
+    drawn = policy.get_action(obs, seeded(7))["action.single_arm"]  # same weights, noise="random"
+    assert not np.allclose(drawn[0], drawn[1]) and not np.allclose(drawn[0], first["action.single_arm"][0])
+    with pytest.raises(ValueError, match="noise must be one of"):
+        GR00TPolicy(zero.model, zero.tokenizer, zero.metadata, noise="mean")
+
+
 def test_policy_seed_makes_the_call_sequence_reproducible(checkpoint_dir, tokenizer_dir):
     def two_calls():
         p = GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", seed=3)
