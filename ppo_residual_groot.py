@@ -21,7 +21,8 @@ The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The
 actor sees the normalized state and the base action; its last layer starts at zero, so before
 any update its mean is exactly zero and the agent behaves exactly like the base. The critic
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
-so the value function is sensible before the actor starts moving.
+so the value function is sensible before the actor starts moving. Both see what is left of the
+base's chunk as part of the state (`--observe-chunk-plan`), on a deterministic base (`--groot-noise zero`).
 
 Everything algorithmic lives in this file on purpose: copy it to try an idea.
 """

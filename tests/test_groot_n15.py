@@ -302,6 +302,20 @@ def test_client_round_trips_with_a_local_server(policy):
         client.close()
 
 
+def test_cli_server_with_noise_zero_answers_one_chunk_per_observation(checkpoint_dir, tokenizer_dir):
+    port = free_port()
+    argv = ["serve", str(checkpoint_dir), "--groot-tokenizer", str(tokenizer_dir), "--port", str(port), "--device", "cpu",
+            "--dtype", "float32", "--noise", "zero"]
+    thread = threading.Thread(target=groot_n15.main, args=(argv,), daemon=True)
+    thread.start()
+    client = GR00TClient("127.0.0.1", port, timeout_s=60)  # the first reply waits for the model to load
+    first, again = client.get_action(observation()), client.get_action(observation())
+    np.testing.assert_array_equal(first["action.single_arm"], again["action.single_arm"])
+    client.kill()  # a token-less loopback server honours it
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 def test_server_checks_the_api_token_and_survives_bad_requests(policy):
     server = GR00TServer(policy, host="127.0.0.1", port=0, api_token="secret")
     try:
