@@ -7,6 +7,7 @@ No network and no GPU: checkpoints and tokenizer come from groot_fixtures.py, se
 import functools
 import gc
 import json
+import pathlib
 import shutil
 import socket
 import threading
@@ -30,6 +31,7 @@ from lerobot_dataset import units_to_radians
 from so101_env import SO101PaperSquareEnv
 
 NUM_ENVS = 3
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def local_base(checkpoint, tokenizer, num_envs=NUM_ENVS, **kwargs):
@@ -495,3 +497,16 @@ def test_a_residual_that_observes_the_plan_gets_it_after_the_base_has_acted(base
     np.testing.assert_allclose(seen[0][:, so101_env.STATE_DIM], (base.chunk_steps - 1) / base.chunk_steps)
     with pytest.raises(ValueError, match="has none"):
         ResidualPolicy(make_base_policy("jacobian", 1), residual_mean, alpha=0.3, observes_plan=True)
+
+
+def test_the_committed_groot_residual_replays_an_episode_exactly_on_its_deterministic_base(monkeypatch):
+    from episodes import run_episode
+
+    monkeypatch.chdir(ROOT)  # the checkpoint names its base by the path the README's commands use
+    checkpoint = ppo.load_checkpoint("checkpoints/residual_groot_small_so101_sim.pt", base_policy="groot")
+    assert checkpoint["base_config"]["checkpoint"] == "checkpoints/groot_n15_small_so101_sim"
+    assert checkpoint["base_config"]["noise"] == "zero" and checkpoint["observes_plan"]
+    policy = eval_policy.residual_from_loaded(checkpoint)
+    env = SO101PaperSquareEnv(max_episode_steps=48)  # three chunks
+    first, again = run_episode(env, policy, seed=200000), run_episode(env, policy, seed=200000)
+    assert first == again and first.length == 48
