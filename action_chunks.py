@@ -6,9 +6,6 @@ import numpy as np
 
 from so101_env import ACTION_DIM
 
-PLAN_DIM = 1 + ACTION_DIM
-"""Size of `ActionChunkQueue.plan_features`: the share of the chunk still to run, and where it ends."""
-
 
 class ActionChunkQueue:
     """Per-env open-loop execution of action chunks: each env needs a new chunk every
@@ -46,19 +43,6 @@ class ActionChunkQueue:
         """Add (N, 6) `offsets` to the steps of each env's chunk that have not been popped yet."""
         remaining = np.arange(self.chunk_steps)[None, :] >= self.position[:, None]
         self.chunks += remaining[:, :, None] * np.asarray(offsets, dtype=np.float32)[:, None, :]
-
-    def plan_features(self, positions: np.ndarray, step_size: float, envs: np.ndarray | None = None) -> np.ndarray:
-        """(k, PLAN_DIM) summary of what is left of the chunks of `envs` (all when None) after the step just
-        popped: the share of `chunk_steps` still to run, and the chunk's last target minus the joint
-        `positions` (k, 6), in units of the furthest a chunk can travel (`step_size` per step).
-
-        Within a chunk the next actions are already decided; a policy acting on top of it (the
-        residual) and its critic cannot tell them from the state alone."""
-        rows = np.arange(len(self.position)) if envs is None else np.arange(len(self.position))[envs]
-        left = np.maximum(self.end[rows] - self.position[rows], 0) / self.chunk_steps
-        last_target = self.chunks[rows, self.end[rows] - 1]
-        heading = (last_target - np.asarray(positions)) / (step_size * self.chunk_steps)
-        return np.concatenate([left[:, None], heading], axis=1).astype(np.float32)
 
     def pop(self) -> np.ndarray:
         """The next action of every env's chunk, (N, 6)."""

@@ -8,8 +8,7 @@ runs code, whoever wrote it. Its main fields:
     agent, optimizer       state dicts (the agent's holds the observation-normalization statistics)
     actor_activation       the actor MLP's hidden activation, so evaluation can rebuild it
     args, base_config      the training options, and what rebuilds the base policy
-    state_dim, action_dim  what the residual sees: the env state (and, with observes_plan, its base's chunk plan)
-    global_step, iteration, alpha, tape_half_size, best_eval, ...
+    state_dim, action_dim, global_step, iteration, alpha, tape_half_size, best_eval, ...
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import torch
 import torch.nn as nn
 
 import so101_env
-from action_chunks import PLAN_DIM
 
 CHECKPOINT_FORMAT = 1
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -66,12 +64,10 @@ def load_checkpoint(path: str | os.PathLike, base_policy: str | None = None) -> 
     missing = [key for key in ("agent", "args", "base_config", "state_dim", "action_dim", "alpha") if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}: it was not written by this project's training scripts")
-    # A residual that observes its base's chunk plan sees the env state and PLAN_DIM numbers more.
-    state_dim = so101_env.STATE_DIM + (PLAN_DIM if checkpoint.get("observes_plan", False) else 0)
-    if checkpoint["state_dim"] != state_dim or checkpoint["action_dim"] != so101_env.ACTION_DIM:
+    if checkpoint["state_dim"] != so101_env.STATE_DIM or checkpoint["action_dim"] != so101_env.ACTION_DIM:
         raise ValueError(
             f"checkpoint {path} was trained for observations of size {checkpoint['state_dim']} and actions of "
-            f"size {checkpoint['action_dim']}; this environment has {state_dim} and {so101_env.ACTION_DIM}"
+            f"size {checkpoint['action_dim']}; this environment has {so101_env.STATE_DIM} and {so101_env.ACTION_DIM}"
         )
     trained_base = checkpoint["base_config"]["name"]
     if base_policy is not None and base_policy != trained_base:

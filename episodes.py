@@ -51,23 +51,12 @@ def run_episode(env, policy, seed: int, frames: list | None = None) -> EpisodeRe
             )
 
 
-def residual_states(base: BasePolicy, states: np.ndarray, observes_plan: bool, envs: np.ndarray | None = None) -> np.ndarray:
-    """What a residual sees of `envs` (all when None): their (k, 25) env states and, when it
-    `observes_plan`, the base's `plan_features` of them (call it after the base has acted)."""
-    return np.concatenate([states, base.plan_features(states, envs)], axis=1) if observes_plan else states
-
-
 class ResidualPolicy:
-    """A residual on top of its base, deterministic: `base + alpha * residual_mean(states, base_action)`.
-
-    With `observes_plan` the residual's states also carry the base's `plan_features` (a chunking base's
-    remaining chunk), appended after the base has acted, as the GR00T training script feeds them."""
+    """A residual on top of its base, deterministic: `base + alpha * residual_mean(states, base_action)`."""
 
     def __init__(self, base: BasePolicy, residual_mean: Callable[[np.ndarray, np.ndarray], np.ndarray], alpha: float,
-                 name: str | None = None, observes_plan: bool = False):
-        if observes_plan and not hasattr(base, "plan_features"):
-            raise ValueError(f"the residual observes its base's chunk plan, but the {base.name} base has none")
-        self.base, self.residual_mean, self.alpha, self.observes_plan = base, residual_mean, alpha, observes_plan
+                 name: str | None = None):
+        self.base, self.residual_mean, self.alpha = base, residual_mean, alpha
         self.act_scale, self.needs_images = base.act_scale, base.needs_images
         self.name = name or f"residual+{base.name}"
 
@@ -79,7 +68,6 @@ class ResidualPolicy:
 
     def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
         base_action = self.base.act(states, images)
-        residual = self.residual_mean(residual_states(self.base, states, self.observes_plan), base_action)
-        action = compose_action(base_action, residual, self.alpha)
+        action = compose_action(base_action, self.residual_mean(states, base_action), self.alpha)
         self.base.executed(action)
         return action

@@ -146,8 +146,7 @@ def residual_from_loaded(checkpoint: dict, groot_options: dict | None = None, na
     if base_name == "groot":
         base_config |= groot_options or {}
     base = make_base_policy(base_name, num_envs=1, **base_config)
-    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name,
-                          observes_plan=checkpoint.get("observes_plan", False))
+    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

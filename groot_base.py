@@ -237,11 +237,6 @@ class GR00TBasePolicy(BasePolicy):
         if self.keep_corrections:
             self.queue.shift_remaining(self.act_scale * (np.asarray(actions) - self.last_actions))
 
-    def plan_features(self, states: np.ndarray, envs: np.ndarray | None = None) -> np.ndarray:
-        """What is left of the current chunks of `envs` (all when None) given their (k, 25) `states`:
-        see `ActionChunkQueue.plan_features`. Call it after `act`."""
-        return self.queue.plan_features(np.asarray(states)[:, QPOS], self.act_scale, envs)
-
     def _images_of(self, images: dict[str, np.ndarray] | None, envs: np.ndarray) -> dict[str, np.ndarray]:
         needed = sorted(set(self.camera_map.values()))
         if images is None or any(camera not in images for camera in needed):

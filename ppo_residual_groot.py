@@ -21,8 +21,8 @@ The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The
 actor sees the normalized state and the base action; its last layer starts at zero, so before
 any update its mean is exactly zero and the agent behaves exactly like the base. The critic
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
-so the value function is sensible before the actor starts moving. Both see what is left of the
-base's chunk as part of the state (`--observe-chunk-plan`), on a deterministic base (`--groot-noise zero`).
+so the value function is sensible before the actor starts moving. The base is deterministic
+(`--groot-noise zero`), so the residual corrects a base it can predict.
 
 Everything algorithmic lives in this file on purpose: copy it to try an idea.
 """
@@ -45,9 +45,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from action_chunks import PLAN_DIM
 from base_policies import camera_images, compose_action, make_base_policy
-from episodes import ResidualPolicy, residual_states, run_episode
+from episodes import ResidualPolicy, run_episode
 from groot_base import GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION
 from groot_n15 import DEFAULT_TOKENIZER, NOISE_MODES
 from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -113,9 +112,6 @@ class Args:
     groot_noise: str = "zero"
     """start of each chunk's flow in the local model: zero (the Gaussian's mean: a deterministic base, 84 % alone on the
     small sim base) or random (a fresh draw per call, as Isaac-GR00T: 69 %); a server draws its own"""
-    observe_chunk_plan: bool = True
-    """actor and critic also see what is left of the base's chunk (`GR00TBasePolicy.plan_features`): within a chunk
-    the next base actions are already decided, and the state alone cannot tell them"""
     keep_corrections: bool = True
     """shift the rest of each chunk by the residual's executed correction, so the next step does not steer it back to
     GR00T's absolute target (a constant push moved a joint 2.8 degrees in 8 steps with it, 1.95 without)"""
@@ -379,7 +375,7 @@ class RolloutCollector:
         stats = {"returns": [], "lengths": [], "successes": [], "final_distances": [], "penalties": [], "unstable": 0}
         for step in range(args.num_steps):
             base_action = self.base.act(self.next_obs, camera_images(self.base, lambda: self.envs.call("render_cameras")))
-            state = torch.as_tensor(residual_states(self.base, self.next_obs, args.observe_chunk_plan), dtype=torch.float32, device=device)
+            state = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
             with torch.no_grad():
                 actor_input = agent.actor_input(state, torch.as_tensor(base_action, device=device))
                 residual, logprob, _, value = agent.get_action_and_value(actor_input)
@@ -398,14 +394,14 @@ class RolloutCollector:
             stats["penalties"].append(penalty.mean())
             reward = (reward - penalty) * args.reward_scale
             self.next_done = np.logical_or(terminations, truncations)
+            self.base.reset(self.next_done)
 
             if "final_info" in infos:
                 final, ended = infos["final_info"], infos["_final_info"]
                 # Time-limit truncation is not failure: bootstrap from the last state's value.
                 cut = np.flatnonzero(ended & truncations & ~terminations)
                 if len(cut):
-                    final_obs = residual_states(self.base, np.stack(infos["final_obs"][cut]), args.observe_chunk_plan, cut)
-                    final_states = torch.as_tensor(final_obs, dtype=torch.float32, device=device)
+                    final_states = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32, device=device)
                     with torch.no_grad():
                         reward[cut] += args.gamma * agent.get_value(final_states).flatten().cpu().numpy()
                 stats["returns"] += final["episode"]["r"][ended].tolist()
@@ -414,10 +410,8 @@ class RolloutCollector:
                 stats["final_distances"] += final["dist_to_goal"][ended].tolist()
                 if "sim_unstable" in final:  # gymnasium fills False for the envs whose info lacks it
                     stats["unstable"] += int(final["sim_unstable"][ended].sum())
-            self.base.reset(self.next_done)
             storage.rewards[step, columns] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        next_states = residual_states(self.base, self.next_obs, args.observe_chunk_plan)  # chunks as they stand: ~1 step off
-        storage.next_states[columns] = torch.as_tensor(next_states, dtype=torch.float32, device=device)
+        storage.next_states[columns] = torch.as_tensor(self.next_obs, dtype=torch.float32, device=device)
         storage.next_dones[columns] = torch.as_tensor(self.next_done, dtype=torch.float32, device=device)
         return stats
 
@@ -445,7 +439,7 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
             state = torch.as_tensor(states, dtype=torch.float32, device=device)
             return agent.residual_mean(state, torch.as_tensor(base_action, device=device)).cpu().numpy()
 
-    policy, frames = ResidualPolicy(base, residual_mean, alpha, observes_plan=args.observe_chunk_plan), []
+    policy, frames = ResidualPolicy(base, residual_mean, alpha), []
     records = [run_episode(env, policy, 10_000 + i, frames if record_video and i == 0 else None)
                for i in range(args.eval_episodes)]
     env.close()
@@ -460,7 +454,6 @@ def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"cannot resume: {error}") from None
     if resume is not None:
-        resume["args"].setdefault("observe_chunk_plan", False)  # saved before the option: the state alone
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:
             print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
@@ -516,7 +509,7 @@ def main(args: Args) -> pathlib.Path:
     print(f"GR00T base ({args.groot_backend}): cameras {base.camera_map}, state keys {base.state_keys}, "
           f"action keys {base.action_keys}, units {base.units}")
 
-    state_dim, action_dim = so101_env.STATE_DIM + PLAN_DIM * args.observe_chunk_plan, so101_env.ACTION_DIM
+    state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
     # Fused Adam (one kernel per step) where PyTorch has it: the update is a few hundred small
     # minibatch steps, so per-parameter Python work would cost more than the maths.
@@ -540,7 +533,6 @@ def main(args: Args) -> pathlib.Path:
             "optimizer": optimizer.state_dict(), "actor_activation": "tanh", "obs_clip": agent.state_norm.clip,
             "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
             "base_config": eval_base.config(), "state_dim": state_dim, "action_dim": action_dim,
-            "observes_plan": args.observe_chunk_plan,
             "global_step": global_step, "iteration": iteration, "alpha": alpha_at(args, iteration),
             "tape_half_size": tape_half_size, "best_eval": best_eval,
             "recent_successes": recent_successes[-args.curriculum_window :], "run_dir": str(run_dir),

@@ -305,9 +305,7 @@ def test_training_writes_checkpoints_groot_scalars_and_video(trained_run):
     final = ppo.load_checkpoint(trained_run / "checkpoints" / "final.pt", base_policy="groot")
     assert final["trainer"] == "ppo_residual_groot.py" and final["iteration"] == 2 and final["global_step"] == 64
     assert final["base_config"]["name"] == "groot" and final["base_config"]["chunk_steps"] == 16  # the whole chunk
-    assert final["observes_plan"] and final["state_dim"] == so101_env.STATE_DIM + 7  # the default
     assert final["base_config"]["noise"] == "zero"  # the training default: a deterministic base
-    assert final["agent"]["state_norm.mean"].shape == (final["state_dim"],)
     assert len(list((trained_run / "videos").glob("*.mp4"))) == 1
     events = EventAccumulator(str(trained_run), size_guidance={"images": 0})
     events.Reload()
@@ -453,59 +451,13 @@ def test_the_il_queue_keeps_whole_chunks_after_a_reset():
     np.testing.assert_array_equal(queue.needs_chunk(), [True, False])  # env 1 runs its 4 steps in full
 
 
-def test_plan_features_say_how_much_of_the_chunk_is_left_and_where_it_ends():
-    from action_chunks import PLAN_DIM, ActionChunkQueue
-
-    queue = ActionChunkQueue(2, chunk_steps=4, align=True)
-    chunks = np.zeros((2, 4, 6))
-    chunks[0, :, 0] = [0.01, 0.02, 0.03, 0.04]  # joint 0 of env 0 heads to 0.04 rad
-    chunks[1, :, 1] = -0.08  # joint 1 of env 1 holds -0.08 rad
-    queue.load(np.array([True, True]), chunks)
-    queue.pop()
-    positions = np.zeros((2, 6))
-    features = queue.plan_features(positions, step_size=0.02)
-    assert features.shape == (2, PLAN_DIM)
-    np.testing.assert_allclose(features[:, 0], [0.75, 0.75])  # 3 of 4 steps still to run
-    np.testing.assert_allclose(features[0, 1:], [0.5, 0, 0, 0, 0, 0])  # 0.04 rad of the 0.08 a chunk can travel
-    np.testing.assert_allclose(features[1, 1:], [0, -1, 0, 0, 0, 0])
-    # An env reset mid-chunk runs only to the common boundary: 2 steps after it started at step 2.
-    queue.pop()
-    queue.reset(np.array([False, True]))
-    queue.load(np.array([False, True]), chunks[1:])
-    queue.pop()
-    np.testing.assert_allclose(queue.plan_features(positions[1:], 0.02, envs=np.array([False, True])), [[0.25, 0, -1, 0, 0, 0, 0]])
-    queue.shift_remaining(np.full((2, 6), 0.02))  # kept corrections move where the chunk ends
-    np.testing.assert_allclose(queue.plan_features(positions, 0.02)[:, 1:], chunks[:, -1] / 0.08 + 0.25)
-
-
-def test_a_residual_that_observes_the_plan_gets_it_after_the_base_has_acted(base):
-    from episodes import ResidualPolicy
-
-    seen = []
-
-    def residual_mean(states, base_action):
-        seen.append(states)
-        return np.zeros_like(base_action)
-
-    states, images = start_states(), random_images()
-    base.reset()
-    policy = ResidualPolicy(base, residual_mean, alpha=0.3, observes_plan=True)
-    policy.act(states, images)
-    assert seen[0].shape == (NUM_ENVS, so101_env.STATE_DIM + 7)
-    np.testing.assert_array_equal(seen[0][:, : so101_env.STATE_DIM], states)
-    np.testing.assert_allclose(seen[0][:, so101_env.STATE_DIM :], base.plan_features(states))
-    np.testing.assert_allclose(seen[0][:, so101_env.STATE_DIM], (base.chunk_steps - 1) / base.chunk_steps)
-    with pytest.raises(ValueError, match="has none"):
-        ResidualPolicy(make_base_policy("jacobian", 1), residual_mean, alpha=0.3, observes_plan=True)
-
-
 def test_the_committed_groot_residual_replays_an_episode_exactly_on_its_deterministic_base(monkeypatch):
     from episodes import run_episode
 
     monkeypatch.chdir(ROOT)  # the checkpoint names its base by the path the README's commands use
     checkpoint = ppo.load_checkpoint("checkpoints/residual_groot_small_so101_sim.pt", base_policy="groot")
     assert checkpoint["base_config"]["checkpoint"] == "checkpoints/groot_n15_small_so101_sim"
-    assert checkpoint["base_config"]["noise"] == "zero" and checkpoint["observes_plan"]
+    assert checkpoint["base_config"]["noise"] == "zero"
     policy = eval_policy.residual_from_loaded(checkpoint)
     env = SO101PaperSquareEnv(max_episode_steps=48)  # three chunks
     first, again = run_episode(env, policy, seed=200000), run_episode(env, policy, seed=200000)
