@@ -100,7 +100,7 @@ class GR00TBasePolicy(BasePolicy):
 
     `noise` is where the local model starts each chunk's flow (groot_n15.NOISE_MODES): "random", a
     Gaussian draw as in Isaac-GR00T, or "zero", the Gaussian's mean, which makes the base deterministic
-    (on the small sim base, 84 % against 72 % alone over the same 100 episodes). A server draws its own
+    (on the small sim base, 84 % against 69 % alone over the same 100 episodes). A server draws its own
     noise (this project's: `python groot_n15.py serve --noise zero`).
 
     Callers render the cameras only when `images_needed()` has a True and pass them as
