@@ -397,19 +397,20 @@ class FlowMatchingActionHead(nn.Module):
         return self.action_decoder(tokens, embodiment_id)[:, -self.action_horizon:]
 
     def forward(self, vl_features, state, embodiment_id, generator: torch.Generator | None = None,
-                noise: str = "random") -> torch.Tensor:
+                noise_mode: str = "random") -> torch.Tensor:
         """(B, L, D) VLM features, (B, 1, max_state_dim) normalized state -> (B, horizon, action_dim) normalized actions.
-        The flow starts from a Gaussian draw (`noise="random"`, Isaac's), or from its mean (`"zero"`)."""
+        The flow starts from a Gaussian draw (`noise_mode="random"`, Isaac's), or from its mean (`"zero"`)."""
         batch, device = state.shape[0], vl_features.device
         vl_tokens = self.vl_self_attention(self.vlln(vl_features))
         prefix = self.prefix_tokens(state, embodiment_id)
-        # Noise is drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
-        noise_device = generator.device if generator is not None else torch.device("cpu")
-        if noise == "zero":
-            actions = torch.zeros(batch, self.action_horizon, self.action_dim)
+        shape = (batch, self.action_horizon, self.action_dim)
+        if noise_mode == "zero":
+            actions = torch.zeros(shape, device=device, dtype=vl_tokens.dtype)
         else:
-            actions = torch.randn(batch, self.action_horizon, self.action_dim, generator=generator, device=noise_device)
-        actions = actions.to(device=device, dtype=vl_tokens.dtype)  # Isaac integrates in the VL tokens' dtype too
+            # Drawn in float32 on the generator's device so a seed gives the same sample on any device/dtype.
+            noise_device = generator.device if generator is not None else torch.device("cpu")
+            actions = torch.randn(shape, generator=generator, device=noise_device)
+            actions = actions.to(device=device, dtype=vl_tokens.dtype)  # Isaac integrates in the VL tokens' dtype too
         dt = 1.0 / self.num_steps
         for step in range(self.num_steps):
             # Isaac discretizes t = step/N into buckets: 0, 250, 500, 750 for 4 steps.
@@ -509,13 +510,13 @@ class GR00TN15(nn.Module):
 
     @torch.inference_mode()
     def get_action(self, input_ids, attention_mask, pixel_values, state, embodiment_id, image_token_id: int,
-                   generator: torch.Generator | None = None, noise: str = "random") -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise_mode: str = "random") -> torch.Tensor:
         """Model inputs (see GR00TPolicy.prepare_inputs) -> normalized action chunk (B, action_horizon, action_dim), float32."""
         dtype = self.action_head.vlln.weight.dtype
         # Isaac runs bf16 weights under bf16 autocast, so norms and softmax compute in fp32; mirror that.
         with torch.autocast(pixel_values.device.type, dtype=dtype, enabled=dtype != torch.float32):
             features = self.backbone["eagle_model"](input_ids, attention_mask, pixel_values.to(dtype), image_token_id)
-            return self.action_head(features, state.to(dtype), embodiment_id, generator, noise).float()
+            return self.action_head(features, state.to(dtype), embodiment_id, generator, noise_mode).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1076,7 +1077,7 @@ class GR00TPolicy:
         if not batched:  # Isaac's convention: state [T, D] means a single observation
             observation = {k: [v] if isinstance(v, str) else np.asarray(v)[None] for k, v in observation.items()}
         normalized = self.model.get_action(**self.prepare_inputs(observation), image_token_id=self.image_token_id,
-                                           generator=generator or self.generator, noise=self.noise).cpu().numpy()
+                                           generator=generator or self.generator, noise_mode=self.noise).cpu().numpy()
         if self.clip_actions:
             normalized = np.clip(normalized, -1.0, 1.0)
         actions, start = {}, 0
