@@ -41,7 +41,7 @@ from episodes import EpisodeRecord, ResidualPolicy, run_episode
 from groot_n15 import NOISE_MODES
 from checkpoint_io import ResidualActor, load_checkpoint
 from run_utils import option_problems
-from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate
+from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate, paired_difference
 from so101_env import (MAX_RANDOMIZATION_SCALE, SO101PaperSquareEnv, describe_randomization, randomization_problems,
                        scaled_randomization)
 
@@ -241,6 +241,19 @@ def checkpoint_aggregate(summaries: list[dict]) -> dict:
             "success_rates": rates, **aggregate(rates, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)}
 
 
+def versus_base(residual: dict, base: dict) -> dict:
+    """The residual's success rate minus its base's, episode by episode on the same episodes."""
+    return paired_difference([e["success"] for e in residual["episodes"]], [e["success"] for e in base["episodes"]],
+                             BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+
+
+def print_versus_base(name: str, base_name: str, result: dict) -> None:
+    low, high = result["difference_ci95"]
+    print(f"{name} - {base_name}: {100 * result['difference']:+.1f} points, 95% CI [{100 * low:+.1f}, {100 * high:+.1f}] "
+          f"(paired bootstrap over the {result['n_episodes']} episodes; the residual alone succeeds in {result['gained']}, "
+          f"the base alone in {result['lost']})")
+
+
 def print_aggregate(result: dict) -> None:
     low, high = result["iqm_ci95"]
     print(f"\nover {result['n_runs']} checkpoints (success rate; IQM = mean of the middle 50 % with fractional weights at "
@@ -285,8 +298,9 @@ def checkpoint_paths(args: Args) -> list[str]:
     return paths
 
 
-def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], str | None]]:
-    """(name, a function that returns the policy, checkpoint path or None) in the order of the table:
+def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], str | None, str | None]]:
+    """(name, a function that returns the policy, checkpoint path or None, the name of the row of a
+    checkpoint's base alone or None) in the order of the table:
     the residual checkpoints, their distinct bases (--compare-base), the base alone (--base-policy
     without checkpoints), zero.
 
@@ -307,24 +321,27 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
             bases.setdefault(config, residual.base)
             return residual
 
-        policies.append((name or f"residual+{checkpoint['base_config']['name']}", build, path))
+        policies.append([name or f"residual+{checkpoint['base_config']['name']}", build, path, None])
     if args.compare_base and paths:
         distinct = list(dict.fromkeys(configs))
         kinds = [json.loads(config)["name"] for config in distinct]
         for index, (config, kind) in enumerate(zip(distinct, kinds)):
             # Distinct bases of one kind (il on two BC checkpoints) are numbered to tell them apart.
             name = kind if kinds.count(kind) == 1 else f"{kind} ({kinds[:index + 1].count(kind)})"
-            policies.append((name, lambda config=config: bases[config], None))
+            for residual, residual_config in zip(policies, configs):
+                if residual_config == config:
+                    residual[3] = name
+            policies.append([name, lambda config=config: bases[config], None, None])
     if args.base_policy and not paths:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         if args.base_policy == "groot":
             kwargs |= groot_overrides(args)
         base = make_base_policy(args.base_policy, num_envs=1, **kwargs)
-        policies.append((args.base_policy, lambda: base, None))
+        policies.append([args.base_policy, lambda: base, None, None])
     if args.compare_zero:
         zero = make_base_policy("zero", num_envs=1)
-        policies.append(("zero", lambda: zero, None))
-    return policies
+        policies.append(["zero", lambda: zero, None, None])
+    return [tuple(policy) for policy in policies]
 
 
 # ---------------------------------------------------------------------- --aggregate-json
@@ -450,7 +467,7 @@ def main(args: Args) -> list[dict]:
     out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
     video_dir = out_dir / "videos" if args.save_video else None
     summaries = []
-    for name, build, model_path in policies:
+    for name, build, model_path, _ in policies:
         try:
             policy = build()  # a checkpoint's residual and base are built when its turn comes
         except errors as error:
@@ -460,6 +477,11 @@ def main(args: Args) -> list[dict]:
             summary = {"policy": name, "model_path": model_path, **summary}
         summaries.append(summary)
     print_table(summaries)
+    rows = {s["policy"]: s for s in summaries}
+    for (name, _, _, base_row), summary in zip(policies, summaries):
+        if base_row is not None:
+            summary["versus_base"] = versus_base(summary, rows[base_row])
+            print_versus_base(name, base_row, summary["versus_base"])
     checkpoints = [s for s in summaries if "model_path" in s]
     paths = [s["model_path"] for s in checkpoints]
     result = {"seed": args.seed, "model_path": paths[0] if len(paths) == 1 else None, "model_paths": paths,

@@ -1,6 +1,7 @@
 """Statistics over training seeds, as "Deep RL at the Edge of the Statistical Precipice" (Agarwal et
 al., NeurIPS 2021) recommends: report the interquartile mean (IQM) of the per-run scores with a
-bootstrap confidence interval over runs, not the best seed or a bare mean.
+bootstrap confidence interval over runs, not the best seed or a bare mean; and a policy against its
+base on the same episodes, as a paired difference (`paired_difference`).
 
 A "run" here is one residual checkpoint (one training seed) and its score the success rate over
 the same evaluation episodes. With three to ten runs the median throws away most of the data and
@@ -86,6 +87,25 @@ def bootstrap_ci(scores: Sequence[float], statistic: str = "iqm", confidence: fl
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(estimates, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def paired_difference(successes: Sequence[bool], base_successes: Sequence[bool], resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> dict:
+    """Success rate of a policy minus its base's on the same episodes (entry i of each list is episode i),
+    with a 95 % percentile bootstrap interval over episodes: pairs are resampled together, so the
+    episodes that both policies solve (or both fail) narrow the interval, as they should."""
+    ours, base = np.asarray(successes, dtype=bool), np.asarray(base_successes, dtype=bool)
+    if ours.shape != base.shape or ours.ndim != 1 or ours.size == 0:
+        raise ValueError(f"expected two equally long lists of episode successes, got shapes {ours.shape} and {base.shape}")
+    low, high = bootstrap_ci(ours.astype(np.float64) - base, "mean", 0.95, resamples, seed)
+    return {
+        "difference": float(ours.mean() - base.mean()),
+        "difference_ci95": [low, high],
+        "gained": int((ours & ~base).sum()),
+        "lost": int((~ours & base).sum()),
+        "n_episodes": int(ours.size),
+        "bootstrap": {"method": "percentile, episodes resampled with replacement in pairs", "resamples": resamples, "seed": seed},
+    }
 
 
 def aggregate(scores: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:

@@ -1,4 +1,5 @@
-"""seed_statistics.py: IQM and its bootstrap interval on inputs worked out by hand; eval_policy.py
+"""seed_statistics.py: IQM and its bootstrap interval, and the paired difference from a base, on inputs
+worked out by hand; eval_policy.py
 over several checkpoints (--model-paths, --aggregate-json) and its wider randomization."""
 
 import json
@@ -11,7 +12,7 @@ import torch
 import eval_policy
 import so101_env
 from checkpoint_io import save_checkpoint
-from seed_statistics import aggregate, bootstrap_ci, iqm, iqm_weights
+from seed_statistics import aggregate, bootstrap_ci, iqm, iqm_weights, paired_difference
 
 
 def test_iqm_of_four_is_the_mean_of_the_middle_two():
@@ -72,6 +73,32 @@ def test_bad_scores_are_refused(scores):
         iqm(scores)
 
 
+def test_paired_difference_counts_the_episodes_each_policy_alone_solves():
+    result = paired_difference([True, True, False, False, True], [True, False, False, True, False])
+    assert result["difference"] == pytest.approx(0.6 - 0.4)
+    assert (result["gained"], result["lost"], result["n_episodes"]) == (2, 1, 5)
+    low, high = result["difference_ci95"]
+    assert -1 <= low <= 0.2 <= high <= 1
+
+
+def test_paired_difference_interval_collapses_when_the_pairs_agree_and_excludes_zero_for_a_clear_gain():
+    same = [True] * 60 + [False] * 40
+    assert paired_difference(same, same)["difference_ci95"] == [0.0, 0.0]
+    # Both solve 80 episodes; the policy alone solves 12 more and fails none the base solves.
+    ours, base = [True] * 92 + [False] * 8, [True] * 80 + [False] * 20
+    result = paired_difference(ours, base)
+    assert result["difference"] == pytest.approx(0.12) and (result["gained"], result["lost"]) == (12, 0)
+    assert 0 < result["difference_ci95"][0] < 0.12 < result["difference_ci95"][1]
+    assert paired_difference(ours, base) == result  # seeded: the same interval every time
+
+
+def test_paired_difference_refuses_lists_of_other_lengths():
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([True, False], [True])
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([], [])
+
+
 # ---------------------------------------------------------------------- eval_policy.py over several checkpoints
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "checkpoints" / "residual_jacobian_seed1.pt"
 
@@ -104,6 +131,12 @@ def test_several_checkpoints_meet_the_same_episodes_and_are_aggregated(two_seeds
     assert all([e["seed"] for e in s["episodes"]] == [3, 4] for s in summaries)
     # seed2's residual is zero: its episodes are the base's, which shows they met the same papers.
     assert summaries[1]["episodes"] == summaries[2]["episodes"]
+    # Each residual is compared with its base, episode by episode; the zero residual differs in none.
+    assert summaries[1]["versus_base"]["difference_ci95"] == [0.0, 0.0]
+    assert (summaries[1]["versus_base"]["gained"], summaries[1]["versus_base"]["lost"]) == (0, 0)
+    first = [(e["success"], b["success"]) for e, b in zip(summaries[0]["episodes"], summaries[2]["episodes"])]
+    assert summaries[0]["versus_base"]["gained"] == first.count((True, False))
+    assert "versus_base" not in summaries[2] and "versus_base" not in summaries[3]
 
     result = json.loads(out.read_text())
     assert result["model_paths"] == two_seeds and result["randomization_scale"] == 1.0
@@ -112,7 +145,8 @@ def test_several_checkpoints_meet_the_same_episodes_and_are_aggregated(two_seeds
     assert result["aggregate"]["success_rates"] == rates and result["aggregate"]["checkpoints"] == two_seeds
     assert result["aggregate"]["iqm"] == pytest.approx(iqm(rates))
     assert result["aggregate"]["iqm_ci95"] == pytest.approx(list(bootstrap_ci(rates)))
-    assert "over 2 checkpoints" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "over 2 checkpoints" in printed and "residual+jacobian seed2/final.pt - jacobian: +0.0 points" in printed
 
 
 def test_aggregate_json_combines_separate_runs_like_one_run(two_seeds, tmp_path, capsys):
