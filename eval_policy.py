@@ -312,6 +312,13 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
     loaded = [load_checkpoint(path, args.base_policy) for path in paths]
     configs = [json.dumps(checkpoint["base_config"], sort_keys=True, default=str) for checkpoint in loaded]
     bases = {}  # base config -> the base of the first residual with that config, for --compare-base
+    base_rows = {}  # base config -> the name of its row, with --compare-base
+    if args.compare_base and paths:
+        distinct = list(dict.fromkeys(configs))
+        kinds = [json.loads(config)["name"] for config in distinct]
+        for index, (config, kind) in enumerate(zip(distinct, kinds)):
+            # Distinct bases of one kind (il on two BC checkpoints) are numbered to tell them apart.
+            base_rows[config] = kind if kinds.count(kind) == 1 else f"{kind} ({kinds[:index + 1].count(kind)})"
     for path, label, checkpoint, config in zip(paths, checkpoint_labels(paths), loaded, configs):
         # One checkpoint keeps the plain name it always had; several get their path as a label.
         name = None if len(paths) == 1 else f"residual+{checkpoint['base_config']['name']} {label}"
@@ -321,27 +328,19 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
             bases.setdefault(config, residual.base)
             return residual
 
-        policies.append([name or f"residual+{checkpoint['base_config']['name']}", build, path, None])
-    if args.compare_base and paths:
-        distinct = list(dict.fromkeys(configs))
-        kinds = [json.loads(config)["name"] for config in distinct]
-        for index, (config, kind) in enumerate(zip(distinct, kinds)):
-            # Distinct bases of one kind (il on two BC checkpoints) are numbered to tell them apart.
-            name = kind if kinds.count(kind) == 1 else f"{kind} ({kinds[:index + 1].count(kind)})"
-            for residual, residual_config in zip(policies, configs):
-                if residual_config == config:
-                    residual[3] = name
-            policies.append([name, lambda config=config: bases[config], None, None])
+        policies.append((name or f"residual+{checkpoint['base_config']['name']}", build, path, base_rows.get(config)))
+    for config, name in base_rows.items():
+        policies.append((name, lambda config=config: bases[config], None, None))
     if args.base_policy and not paths:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         if args.base_policy == "groot":
             kwargs |= groot_overrides(args)
         base = make_base_policy(args.base_policy, num_envs=1, **kwargs)
-        policies.append([args.base_policy, lambda: base, None, None])
+        policies.append((args.base_policy, lambda: base, None, None))
     if args.compare_zero:
         zero = make_base_policy("zero", num_envs=1)
-        policies.append(["zero", lambda: zero, None, None])
-    return [tuple(policy) for policy in policies]
+        policies.append(("zero", lambda: zero, None, None))
+    return policies
 
 
 # ---------------------------------------------------------------------- --aggregate-json
