@@ -1,6 +1,6 @@
-"""seed_statistics.py: IQM and its bootstrap interval, and the paired difference from a base, on inputs
-worked out by hand; eval_policy.py
-over several checkpoints (--model-paths, --aggregate-json) and its wider randomization."""
+"""seed_statistics.py: IQM and its bootstrap interval, and the paired difference from a base, on
+inputs worked out by hand; eval_policy.py over several checkpoints (--model-paths, --aggregate-json)
+and its wider randomization."""
 
 import json
 import pathlib
@@ -147,6 +147,20 @@ def test_several_checkpoints_meet_the_same_episodes_and_are_aggregated(two_seeds
     assert result["aggregate"]["iqm_ci95"] == pytest.approx(list(bootstrap_ci(rates)))
     printed = capsys.readouterr().out
     assert "over 2 checkpoints" in printed and "residual+jacobian seed2/final.pt - jacobian: +0.0 points" in printed
+
+
+def test_each_residual_is_paired_with_its_own_base_when_their_bases_differ(two_seeds, tmp_path):
+    other = torch.load(two_seeds[1], weights_only=True)
+    other["base_config"] = {**other["base_config"], "act_scale": 0.03}  # a second, distinct Jacobian base
+    save_checkpoint(tmp_path / "other_base.pt", other)
+    summaries = eval_policy.main(eval_policy.Args(model_paths=[two_seeds[0], str(tmp_path / "other_base.pt")],
+                                                  compare_base=True, n_episodes=2, seed=3))
+    assert [s["policy"] for s in summaries[2:]] == ["jacobian (1)", "jacobian (2)"]
+    # The second residual is zero, so it and its own base (not the first residual's) agree on every episode.
+    assert summaries[1]["episodes"] == summaries[3]["episodes"]
+    assert summaries[1]["versus_base"]["difference_ci95"] == [0.0, 0.0]
+    first = [(e["success"], b["success"]) for e, b in zip(summaries[0]["episodes"], summaries[2]["episodes"])]
+    assert summaries[0]["versus_base"]["lost"] == first.count((False, True))
 
 
 def test_aggregate_json_combines_separate_runs_like_one_run(two_seeds, tmp_path, capsys):
