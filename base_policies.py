@@ -7,6 +7,7 @@ A base policy maps the observations of N environments to N normalized actions in
     base.reset()                                    # all envs; base.reset(mask) resets some
     base_action = base.act(states, images)          # states: (8, 25) -> (8, 6)
     action = compose_action(base_action, residual, alpha)
+    policy = ResidualPolicy(base, residual_mean, alpha)  # the same, as one policy (evaluation)
 
 Every base has the same `act(states, images=None)`; `images` are the camera images of the envs,
 rendered only on the steps where `images_needed()` asks for them (vision bases; `camera_images`
@@ -42,6 +43,33 @@ PAPER_TO_GOAL = slice(22, 25)
 def compose_action(base_action: np.ndarray, residual: np.ndarray, alpha: float) -> np.ndarray:
     """`base + alpha * residual`, clipped to the environment's action range."""
     return np.clip(base_action + alpha * residual, -1.0, 1.0)
+
+
+class ResidualPolicy:
+    """A residual on top of its base, deterministic: `base + alpha * residual_mean(states, base_action)`. With
+    `flow_start` (states (N, 25) -> flow starts (N, horizon, 6), a noise policy's mean), a GR00T base starts the
+    flow of each new chunk there (GR00TBasePolicy.act's `flow_start`)."""
+
+    def __init__(self, base: BasePolicy, residual_mean: Callable[[np.ndarray, np.ndarray], np.ndarray], alpha: float,
+                 name: str | None = None, flow_start: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.base, self.residual_mean, self.alpha, self.flow_start = base, residual_mean, alpha, flow_start
+        self.act_scale, self.needs_images = base.act_scale, base.needs_images
+        self.name = name or f"residual+{base.name}"
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        self.base.reset(mask)
+
+    def images_needed(self) -> np.ndarray:
+        return self.base.images_needed()
+
+    def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        if self.flow_start is not None and self.base.images_needed().any():
+            base_action = self.base.act(states, images, self.flow_start(states))
+        else:
+            base_action = self.base.act(states, images)
+        action = compose_action(base_action, self.residual_mean(states, base_action), self.alpha)
+        self.base.executed(action)
+        return action
 
 
 def camera_images(policy, render: Callable[[], list[dict]]) -> dict[str, np.ndarray] | None:

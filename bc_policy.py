@@ -18,6 +18,8 @@ from so101_env import ACTION_DIM
 
 CHECKPOINT_FORMAT = "so101-bc-chunk"
 CHECKPOINT_VERSION = 1
+SIZE_LIMITS = {"chunk_size": (1, 100), "hidden_size": (1, 8192), "num_hidden_layers": (0, 32)}
+"""the network sizes train_bc.py accepts, and that a checkpoint may declare (checked before the network is built)"""
 
 
 class ChunkPolicy(nn.Module):
@@ -71,6 +73,17 @@ def load_bc_checkpoint(path: str | os.PathLike, state_dim: int) -> tuple[ChunkPo
             f"{checkpoint['action_dim']}; this environment needs {state_dim} -> {ACTION_DIM} "
             f"(a dataset without observation.environment_state gives a joints-only policy)"
         )
+    wrong = [f"{name} {checkpoint.get(name)!r}" for name, (low, high) in SIZE_LIMITS.items()
+             if not (type(checkpoint.get(name)) is int and low <= checkpoint[name] <= high)]
+    if wrong:
+        raise ValueError(f"BC checkpoint {path} declares {', '.join(wrong)}, outside what train_bc.py writes "
+                         f"({SIZE_LIMITS}): it is damaged or was not written by train_bc.py")
     policy = ChunkPolicy(state_dim, checkpoint["chunk_size"], checkpoint["hidden_size"], checkpoint["num_hidden_layers"])
-    policy.load_state_dict(checkpoint["model"])
+    try:
+        policy.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError, TypeError, AttributeError):
+        raise ValueError(f"BC checkpoint {path}: its weights do not fit the network it declares; it is damaged") from None
+    non_finite = [name for name, value in policy.state_dict().items() if not torch.isfinite(value).all()]
+    if non_finite:
+        raise ValueError(f"BC checkpoint {path} holds NaN or infinite values (in {', '.join(non_finite)}); retrain it")
     return policy.eval(), checkpoint

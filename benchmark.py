@@ -2,7 +2,7 @@
 
     python benchmark.py --only env                   # env step rate against the raw MuJoCo limit
     pip install -r requirements-bench.txt
-    python benchmark.py --output BENCHMARKS.md       # everything, including Stable-Baselines3
+    python benchmark.py --output BENCHMARKS.md       # everything, including Stable-Baselines3 (--overwrite: replace it)
     python benchmark.py --only time95 --our-runs runs/<run> ...   # minutes to 95 % success, ours and SB3's
 
 Sections (each prints as it finishes; --output writes them all as Markdown):
@@ -46,14 +46,16 @@ import numpy as np
 import torch
 import tyro
 
-from base_policies import compose_action, make_base_policy
+from base_policies import ResidualPolicy, compose_action, make_base_policy
+from command_line import MAX_SEED, option_problems, refuse
+from output_files import output_problems, write_atomically
 from so101_env import PHYSICS_STEPS_PER_POLICY, SO101PaperSquareEnv
 
 # The PPO settings both trainers get: ppo_residual_jacobian.py's defaults, passed explicitly so the
 # comparison never depends on reading the script.
 PPO_SETTINGS = dict(num_steps=256, num_minibatches=32, update_epochs=10, learning_rate=3e-4, gamma=0.99, gae_lambda=0.95,
                     clip_coef=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, hidden_size=256, residual_log_std=-1.0,
-                    alpha=0.5, residual_penalty=0.001, reward_scale=0.1, torch_threads=1)
+                    alpha=0.5, residual_penalty=0.001, torch_threads=1)
 
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -83,6 +85,8 @@ class Args:
     """time95: give up on an SB3 run after this many env steps"""
     output: str | None = None
     """write the results as Markdown to this file (e.g. BENCHMARKS.md)"""
+    overwrite: bool = False
+    """replace the file at --output if there is one (without it, such a run is refused before measuring)"""
 
 
 # ---------------------------------------------------------------------------- env
@@ -177,7 +181,7 @@ class ResidualTaskForSB3(gym.Wrapper):
     the agent sees the state and the base action, exactly like ppo_residual_jacobian.py's actor.
     """
 
-    def __init__(self, alpha: float = 0.5, residual_penalty: float = 0.001, reward_scale: float = 0.1):
+    def __init__(self, alpha: float = 0.5, residual_penalty: float = 0.001, reward_scale: float = 0.1):  # the trainer's REWARD_SCALE
         super().__init__(SO101PaperSquareEnv())
         self.base = make_base_policy("jacobian", num_envs=1)
         self.alpha, self.residual_penalty, self.reward_scale = alpha, residual_penalty, reward_scale
@@ -438,7 +442,7 @@ def sb3_time_to_success(args: Args, seed: int) -> tuple[tuple[int, float] | None
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from episodes import ResidualPolicy, run_episode
+    from episodes import run_episode
 
     torch.set_num_threads(PPO_SETTINGS["torch_threads"])
     start, points = time.perf_counter(), []
@@ -481,8 +485,6 @@ def sb3_time_to_success(args: Args, seed: int) -> tuple[tuple[int, float] | None
 
 
 def bench_time_to_success(args: Args) -> list[str]:
-    if not args.our_runs and not args.sb3_seeds:
-        raise SystemExit("time95 needs --our-runs and/or --sb3-seeds")
     ours = []  # (name, first crossing, the 'from then on' cell, evaluations): each log read once
     for run in args.our_runs:
         points = run_evaluations(run)
@@ -519,10 +521,21 @@ TITLES = {
 }
 
 
-def main(args: Args) -> dict[str, list[str]]:
+def check_args(args: Args) -> None:
+    """Every option checked before anything is measured: one line per problem, exit status 2."""
+    problems = option_problems(args, within=dict(rounds=(1, 1000), train_steps=(1, 10**8), train_rounds=(1, 100),
+                                                 num_envs=(1, 256), sb3_seeds=(0, MAX_SEED), sb3_max_steps=(1, 10**9)),
+                               above=dict(seconds=0.0, target_success=0.0), at_most=dict(seconds=3600.0, target_success=1.0))
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown --only section(s) {sorted(unknown)}; choose from {list(SECTIONS)}")
+        problems.append(f"unknown --only section(s) {sorted(unknown)}; choose from {list(SECTIONS)}")
+    if "time95" in args.only and not args.our_runs and not args.sb3_seeds:
+        problems.append("time95 needs --our-runs and/or --sb3-seeds")
+    refuse(problems + output_problems([("--output", args.output)] if args.output else [], args.overwrite))
+
+
+def main(args: Args) -> dict[str, list[str]]:
+    check_args(args)
     results = {}
     for name in args.only:
         print(f"## {TITLES[name]}", flush=True)
@@ -540,8 +553,10 @@ def main(args: Args) -> dict[str, list[str]]:
             "",
         ]
         body = [line for name in args.only for line in (f"## {TITLES[name]}", "", *results[name], "")]
-        with open(args.output, "w") as f:
-            f.write("\n".join(header + body))
+        try:
+            write_atomically(args.output, lambda temporary: temporary.write_text("\n".join(header + body)), args.overwrite)
+        except OSError as error:  # a full disk, a file that appeared meanwhile: the results printed above remain
+            raise SystemExit(f"error: cannot write {args.output}: {error}") from None
         print(f"wrote {args.output}")
     return results
 

@@ -1,4 +1,4 @@
-"""The one episode loop: a policy on a seeded episode, optionally filmed, and a residual on its base.
+"""The one episode loop: a policy on a seeded episode, optionally filmed.
 
 Used by eval_policy.py, the training scripts' periodic evaluation and train_bc.py's check, so all of
 them count success, reward and final distance the same way.
@@ -6,12 +6,9 @@ them count success, reward and final distance the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from base_policies import BasePolicy, camera_images, compose_action
+from base_policies import camera_images
 
 
 @dataclass
@@ -49,25 +46,3 @@ def run_episode(env, policy, seed: int, frames: list | None = None) -> EpisodeRe
                 length=length,
                 unstable=bool(info.get("sim_unstable", False)),
             )
-
-
-class ResidualPolicy:
-    """A residual on top of its base, deterministic: `base + alpha * residual_mean(states, base_action)`."""
-
-    def __init__(self, base: BasePolicy, residual_mean: Callable[[np.ndarray, np.ndarray], np.ndarray], alpha: float,
-                 name: str | None = None):
-        self.base, self.residual_mean, self.alpha = base, residual_mean, alpha
-        self.act_scale, self.needs_images = base.act_scale, base.needs_images
-        self.name = name or f"residual+{base.name}"
-
-    def reset(self, mask: np.ndarray | None = None) -> None:
-        self.base.reset(mask)
-
-    def images_needed(self) -> np.ndarray:
-        return self.base.images_needed()
-
-    def act(self, states: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        base_action = self.base.act(states, images)
-        action = compose_action(base_action, self.residual_mean(states, base_action), self.alpha)
-        self.base.executed(action)
-        return action

@@ -1,6 +1,7 @@
 """Evaluate base policies and residual checkpoints on seeded episodes of SO101PaperSquare-v0.
 
     python eval_policy.py --base-policy jacobian --n-episodes 100 --seed 0 --output-json runs/eval.json
+    python eval_policy.py --base-policy groot --n-episodes 20    # the small sim GR00T in checkpoints/, CPU, offline
     python eval_policy.py --model-path runs/<run>/checkpoints/best.pt --compare-base --compare-zero \
         --n-episodes 100 --plot --save-video --output-json runs/eval/residual.json
     python eval_policy.py --model-paths runs/seed1/checkpoints/final.pt runs/seed2/checkpoints/final.pt \
@@ -27,29 +28,30 @@ import pathlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
-import imageio.v2 as imageio
 import numpy as np
 import torch
 import tyro
 
-import groot_base  # noqa: F401  registers the groot base
 import so101_env
-from base_policies import BASE_POLICIES, base_policy_kwargs, make_base_policy
-from episodes import EpisodeRecord, ResidualPolicy, run_episode
-from groot_n15 import NOISE_MODES
-from checkpoint_io import ResidualActor, load_checkpoint
-from run_utils import option_problems
+from base_policies import ResidualPolicy, base_policy_kwargs, make_base_policy
+from episodes import EpisodeRecord, run_episode
+from groot_base import GrootOptions  # importing it registers the groot base
+from checkpoint_io import load_actor_program, load_checkpoint, load_noise_program
+from command_line import MAX_SEED, MAX_TORCH_THREADS, BadInput, device_problems, option_problems, refuse
+from output_files import output_problems, write_atomically
 from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate, paired_difference
-from so101_env import (MAX_RANDOMIZATION_SCALE, SO101PaperSquareEnv, describe_randomization, randomization_problems,
-                       scaled_randomization)
+from so101_env import (MAX_IMAGE_SIZE, MAX_RANDOMIZATION_SCALE, SO101PaperSquareEnv, describe_randomization,
+                       randomization_problems, scaled_randomization)
+from videos import write_mp4
 
 
 @dataclass
 class Args:
-    base_policy: str | None = None
-    """base policy to evaluate alone (zero, jacobian, il, hybrid, groot); with --model-path it must match the checkpoint's base"""
+    base_policy: Literal["zero", "jacobian", "il", "hybrid", "groot"] | None = None
+    """base policy to evaluate alone; with --model-path it must match the checkpoint's base"""
     il_checkpoint: str | None = None
     """BC checkpoint (train_bc.py) of an il base, also used by il members of a hybrid base"""
     hybrid_spec: str | None = None
@@ -87,66 +89,55 @@ class Args:
     n_videos: int = 3
     """episodes per policy to record with --save-video"""
     video_size: int = 224
-    """pixel size of each camera view in the videos; vision bases see the cameras at this size too"""
-    groot_model: str | None = None
-    """groot base: checkpoint directory or hub id (default phospho-app/gr00t-paper_return-7w9itxzsox, or the residual checkpoint's)"""
-    groot_revision: str | None = None
-    """groot base: hub branch/tag/commit of the checkpoint"""
-    groot_tokenizer: str | None = None
-    """groot base: Eagle 2.5 tokenizer directory or hub id"""
-    groot_backend: str | None = None
-    """groot base: local (model in this process) or server (inference server at --groot-host/--groot-port)"""
-    groot_host: str | None = None
-    """groot base: inference server host"""
-    groot_port: int | None = None
-    """groot base: inference server port"""
-    groot_timeout: float | None = None
-    """groot base: seconds to wait for the inference server's reply (default 15)"""
-    groot_device: str | None = None
-    """groot base: torch device of the local model (default: cuda if available)"""
-    groot_dtype: str | None = None
-    """groot base: bfloat16 or float32 (default: the checkpoint's, config.json torch_dtype)"""
-    groot_chunk_steps: int | None = None
-    """groot base: steps executed open-loop per action chunk (default: the whole chunk, 16 for N1.5)"""
-    groot_instruction: str | None = None
-    """groot base: language instruction"""
-    groot_camera_map: dict[str, str] | None = None
-    """groot base: checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`"""
-    groot_noise: str | None = None
-    """groot base: where each chunk's flow starts, random (a Gaussian draw, Isaac's) or zero (its mean: deterministic);
-    default: a residual checkpoint's base setting, else random"""
-    groot_units: str | None = None
-    """groot base: joint units of the checkpoint (radians, degrees, range); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
+    """pixel size of each camera view in the videos (16 to 480); vision bases see the cameras at this size too"""
+    overwrite: bool = False
+    """replace files that --output-json, --plot and --save-video would write where files exist already; without
+    it such a run is refused before any episode"""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """torch device of a local GR00T model"""
+    groot: GrootOptions = field(default_factory=GrootOptions.unset)
+    """the groot base: with --base-policy groot, each option not given takes its default; under a residual checkpoint,
+    the setting it was trained with, except a server or a checkpoint to download, which are used only when named here"""
 
 
-def groot_overrides(args: Args) -> dict:
-    """GR00TBasePolicy keyword arguments of the --groot-* options that were given."""
-    options = dict(
-        checkpoint=args.groot_model, revision=args.groot_revision, tokenizer=args.groot_tokenizer,
-        backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
-        device=args.groot_device,
-        dtype=args.groot_dtype, chunk_steps=args.groot_chunk_steps, instruction=args.groot_instruction,
-        camera_map=args.groot_camera_map, units=args.groot_units, noise=args.groot_noise,
-        seed=args.seed,  # the flow-matching noise, so that a rerun replays the same episodes
-    )
-    return {name: value for name, value in options.items() if value is not None}
+def stored_base_kwargs(config: dict, args: Args) -> dict:
+    """make_base_policy keyword arguments that rebuild a checkpoint's base from its stored config (less its name).
+    A groot base (a hybrid's member too) takes the --groot.* options given on this command line, for the others the
+    stored settings, where they stay on this machine (GrootOptions.confirmed_by: a file never chooses a server or
+    a download), and --device and --seed (the flow noise, so that a rerun replays the same episodes). ValueError."""
+    if not (isinstance(config, dict) and isinstance(config.get("name"), str)):
+        raise ValueError(f"its stored base {config!r:.60} has no name")
+    kwargs = {key: value for key, value in config.items() if key != "name"}
+    if config["name"] == "groot":
+        settings = GrootOptions.from_base_config(config).overridden_by(args.groot).confirmed_by(args.groot, "evaluate it")
+        problems = settings.problems()
+        if problems:
+            raise ValueError(f"its GR00T base settings are out of range: {'; '.join(problems)}")
+        return kwargs | settings.base_kwargs() | {"device": args.device, "seed": args.seed}
+    if config["name"] == "hybrid" and isinstance(kwargs.get("members"), list):
+        kwargs["members"] = [{**stored_base_kwargs(member, args), "name": member["name"]} for member in kwargs["members"]]
+    return kwargs
 
 
-def residual_from_checkpoint(path: str, base_policy: str | None = None, groot_options: dict | None = None) -> ResidualPolicy:
-    """A trained residual on top of its base, rebuilt from the checkpoint's weights and base config
-    (no code is loaded from the file). `groot_options` replace the stored settings of a groot base
-    (e.g. another backend or device)."""
-    return residual_from_loaded(load_checkpoint(path, base_policy), groot_options)
-
-
-def residual_from_loaded(checkpoint: dict, groot_options: dict | None = None, name: str | None = None) -> ResidualPolicy:
-    """`residual_from_checkpoint` for a checkpoint already read with `load_checkpoint`."""
-    base_config = dict(checkpoint["base_config"])
-    base_name = base_config.pop("name")
-    if base_name == "groot":
-        base_config |= groot_options or {}
-    base = make_base_policy(base_name, num_envs=1, **base_config)
-    return ResidualPolicy(base, ResidualActor(checkpoint).residual_mean, checkpoint["alpha"], name)
+def residual_from_loaded(checkpoint: dict, actor: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         base_kwargs: dict | None = None, name: str | None = None,
+                         flow_start: Callable[[np.ndarray], np.ndarray] | None = None) -> ResidualPolicy:
+    """A trained residual on top of its base: the `actor` program of a checkpoint read with `load_checkpoint`
+    (`load_actor_program`: no code is loaded from the file) and the base its config rebuilds with `base_kwargs`
+    (default: `stored_base_kwargs` with eval's default options). `flow_start`, the checkpoint's noise program
+    (`load_noise_program`), starts the flow of each of its GR00T base's chunks."""
+    base_name = checkpoint["base_config"]["name"]
+    if base_kwargs is None:
+        base_kwargs = stored_base_kwargs(checkpoint["base_config"], Args())
+    try:
+        base = make_base_policy(base_name, num_envs=1, **base_kwargs)
+    except TypeError as error:  # a stored setting that the base does not take, or of the wrong type
+        raise ValueError(f"its stored {base_name} base cannot be rebuilt: {error}") from None
+    if flow_start is not None:  # refused before any episode: another base, a server backend, another chunk length
+        if base_name != "groot":
+            raise ValueError(f"its noise program steers a GR00T base's flow, but its base is {base_name!r}")
+        base.model_flow_starts(flow_start(np.zeros((1, so101_env.STATE_DIM), np.float32)))
+    return ResidualPolicy(base, actor, checkpoint["alpha"], name, flow_start)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -177,24 +168,22 @@ def summarize(name: str, records: list[EpisodeRecord]) -> dict:
     }
 
 
-def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = None) -> dict:
+def evaluate(name: str, policy, args: Args) -> dict:
     env = SO101PaperSquareEnv(
         tape_half_size=args.tape_half_size,
         act_scale=policy.act_scale,
-        render_mode="rgb_array" if video_dir else None,
+        render_mode="rgb_array" if args.save_video else None,
         image_size=args.video_size,
         randomization=scaled_randomization(args.randomization_scale),
     )
     start = time.perf_counter()
     records = []
     for i in range(args.n_episodes):
-        frames = [] if video_dir and i < args.n_videos else None
+        frames = [] if args.save_video and i < args.n_videos else None
         records.append(run_episode(env, policy, args.seed + i, frames))
         if frames:
-            path = video_dir / f"{file_name(name)}_seed{args.seed + i}.mp4"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            imageio.mimwrite(path, frames, fps=so101_env.POLICY_HZ, macro_block_size=8)
-            print(f"  wrote {path}")
+            path = video_path(args, name, args.seed + i)
+            write_output(path, lambda: write_mp4(frames, path, so101_env.POLICY_HZ, args.overwrite))
         if (i + 1) % 10 == 0 or i + 1 == args.n_episodes:
             rate = sum(r.success for r in records) / len(records)
             print(f"  {name}: {i + 1}/{args.n_episodes} episodes, success so far {rate:.0%}", flush=True)
@@ -207,6 +196,39 @@ def evaluate(name: str, policy, args: Args, video_dir: pathlib.Path | None = Non
 def file_name(policy_name: str) -> str:
     """A policy name as a file name: the labels of several checkpoints hold slashes and spaces."""
     return re.sub(r"[^A-Za-z0-9+._-]+", "_", policy_name).strip("_")
+
+
+# ---------------------------------------------------------------------- output files
+def output_dir(args: Args) -> pathlib.Path:
+    return pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
+
+
+def plot_path(args: Args) -> pathlib.Path:
+    return output_dir(args) / f"{pathlib.Path(args.output_json).stem if args.output_json else 'eval'}.png"
+
+
+def video_path(args: Args, policy_name: str, seed: int) -> pathlib.Path:
+    return output_dir(args) / "videos" / f"{file_name(policy_name)}_seed{seed}.mp4"
+
+
+def check_outputs(args: Args, policy_names: list[str] = ()) -> None:
+    """Refuse, before any episode, a run whose JSON, chart or videos (those of `policy_names`) would replace a
+    file it did not write (without --overwrite), or one of its own inputs (always)."""
+    outputs = [("--output-json", args.output_json)] if args.output_json else []
+    outputs += [("--plot", plot_path(args))] if args.plot else []
+    outputs += [("--save-video", video_path(args, name, args.seed + i)) for name in policy_names if args.save_video
+                for i in range(min(args.n_videos, args.n_episodes))]
+    inputs = [args.model_path, *(args.model_paths or []), *(args.aggregate_json or []), args.il_checkpoint]
+    refuse(output_problems(outputs, args.overwrite, [path for path in inputs if path]))
+
+
+def write_output(path: pathlib.Path, write: Callable[[], None]) -> None:
+    """`write()` the file at `path`; a failure (a full disk, a file that appeared meanwhile) ends the run in one line."""
+    try:
+        write()
+    except OSError as error:
+        raise SystemExit(f"error: cannot write {path}: {error}") from None
+    print(f"wrote {path}")
 
 
 def print_table(summaries: list[dict]) -> None:
@@ -262,7 +284,7 @@ def print_aggregate(result: dict) -> None:
     print(f"  IQM {result['iqm']:.1%}   95% CI [{low:.1%}, {high:.1%}]   min {result['min']:.1%}   mean {result['mean']:.1%}")
 
 
-def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
+def plot_summaries(summaries: list[dict], path: pathlib.Path, overwrite: bool) -> None:
     """Success rates with 95 % intervals, and the distribution of final paper-to-goal distances."""
     import matplotlib
 
@@ -284,8 +306,7 @@ def plot_summaries(summaries: list[dict], path: pathlib.Path) -> None:
     right.set_ylabel("final paper-to-goal distance (cm)")
     right.set_title("Final distance")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=120), overwrite)
     plt.close(fig)
 
 
@@ -310,6 +331,14 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
     policies = []
     paths = checkpoint_paths(args)
     loaded = [load_checkpoint(path, args.base_policy) for path in paths]
+    actors = [load_actor_program(checkpoint, path) for checkpoint, path in zip(loaded, paths)]
+    flow_starts = [load_noise_program(checkpoint, path) for checkpoint, path in zip(loaded, paths)]
+    base_kwargs = []
+    for checkpoint, path in zip(loaded, paths):
+        try:
+            base_kwargs.append(stored_base_kwargs(checkpoint["base_config"], args))
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path}: {error}") from None
     configs = [json.dumps(checkpoint["base_config"], sort_keys=True, default=str) for checkpoint in loaded]
     bases = {}  # base config -> the base of the first residual with that config, for --compare-base
     base_rows = {}  # base config -> the name of its row, with --compare-base
@@ -319,12 +348,13 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
         for index, (config, kind) in enumerate(zip(distinct, kinds)):
             # Distinct bases of one kind (il on two BC checkpoints) are numbered to tell them apart.
             base_rows[config] = kind if kinds.count(kind) == 1 else f"{kind} ({kinds[:index + 1].count(kind)})"
-    for path, label, checkpoint, config in zip(paths, checkpoint_labels(paths), loaded, configs):
+    for path, label, checkpoint, actor, flow_start, kwargs, config in zip(paths, checkpoint_labels(paths), loaded, actors,
+                                                                           flow_starts, base_kwargs, configs):
         # One checkpoint keeps the plain name it always had; several get their path as a label.
         name = None if len(paths) == 1 else f"residual+{checkpoint['base_config']['name']} {label}"
 
-        def build(checkpoint=checkpoint, name=name, config=config):
-            residual = residual_from_loaded(checkpoint, groot_overrides(args), name)
+        def build(checkpoint=checkpoint, actor=actor, flow_start=flow_start, kwargs=kwargs, name=name, config=config):
+            residual = residual_from_loaded(checkpoint, actor, kwargs, name, flow_start)
             bases.setdefault(config, residual.base)
             return residual
 
@@ -334,7 +364,7 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
     if args.base_policy and not paths:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
         if args.base_policy == "groot":
-            kwargs |= groot_overrides(args)
+            kwargs |= args.groot.base_kwargs() | {"device": args.device, "seed": args.seed}
         base = make_base_policy(args.base_policy, num_envs=1, **kwargs)
         policies.append((args.base_policy, lambda: base, None, None))
     if args.compare_zero:
@@ -344,6 +374,31 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
 
 
 # ---------------------------------------------------------------------- --aggregate-json
+SUMMARY_FIELDS = {"policy": str, "model_path": str, "success_rate": (int, float), "success_rate_ci95": list,
+                  "mean_reward": (int, float), "mean_final_distance": (int, float), "mean_episode_length": (int, float),
+                  "episodes": list}
+EPISODE_FIELDS = {"seed": int, "success": bool, "final_distance": (int, float)}
+"""What an aggregate reads of a checkpoint's summary and of each of its episodes, with their JSON types."""
+
+
+def summary_problem(summary: dict) -> str | None:
+    """What makes a checkpoint's summary from an --output-json file unusable in an aggregate, or None."""
+    wrong = [name for name, kind in SUMMARY_FIELDS.items() if not isinstance(summary.get(name), kind)]
+    if wrong:
+        return f"a checkpoint's summary lacks {', '.join(wrong)} or holds another type there"
+    if not 0 <= summary["success_rate"] <= 1:
+        return f"success_rate {summary['success_rate']} is not within [0, 1]"
+    interval = summary["success_rate_ci95"]
+    if len(interval) != 2 or not all(isinstance(bound, (int, float)) for bound in interval):
+        return f"success_rate_ci95 {interval} is not two numbers"
+    episodes = summary["episodes"]
+    if not episodes or not all(isinstance(episode, dict) and all(isinstance(episode.get(name), kind)
+                                                                 for name, kind in EPISODE_FIELDS.items())
+                               for episode in episodes):
+        return f"its episodes are missing, or lack an integer seed, a true/false success or a final_distance"
+    return None
+
+
 def checkpoint_results(path: str) -> tuple[list[dict], dict]:
     """The per-checkpoint summaries of an --output-json file of this script, and how they were
     evaluated: (summaries, {"reset seeds", "randomization_scale", "tape_half_size"}).
@@ -357,11 +412,17 @@ def checkpoint_results(path: str) -> tuple[list[dict], dict]:
     if not isinstance(data, dict) or not ("policies" in data or "policy" in data):
         raise ValueError(f"{path} is not an --output-json file of eval_policy.py")
     summaries = data["policies"] if "policies" in data else [data]
+    if not isinstance(summaries, list) or not all(isinstance(s, dict) for s in summaries):
+        raise ValueError(f"{path}: its policies are not a list of summaries; give the files that --output-json wrote")
     found = [s for s in summaries if s.get("model_path")]
-    if not found and data.get("model_path") and summaries[0]["policy"].startswith("residual+"):
+    if not found and data.get("model_path") and summaries and str(summaries[0].get("policy")).startswith("residual+"):
         found = [dict(summaries[0], model_path=data["model_path"])]
     if not found:
-        raise ValueError(f"{path} holds no evaluation of a residual checkpoint (only {[s['policy'] for s in summaries]})")
+        raise ValueError(f"{path} holds no evaluation of a residual checkpoint (only {[s.get('policy') for s in summaries]})")
+    for summary in found:
+        problem = summary_problem(summary)
+        if problem:
+            raise ValueError(f"{path}: {problem}; give the files that --output-json wrote")
     settings = {"randomization_scale": data.get("randomization_scale", 1.0),  # files from before the option: 1
                 "tape_half_size": data.get("tape_half_size")}  # unknown in older files
     return found, settings
@@ -398,42 +459,43 @@ def aggregate_files(paths: list[str]) -> tuple[list[dict], dict]:
 
 # ---------------------------------------------------------------------- main
 def check_args(args: Args) -> None:
-    problems = option_problems(args, at_least=dict(n_episodes=1, torch_threads=1, n_videos=0, video_size=16,
-                                                   tape_half_size=0.02, groot_chunk_steps=1, groot_port=0),
-                               above=dict(groot_timeout=0.0, randomization_scale=0.0),
-                               at_most=dict(tape_half_size=0.3, groot_port=65535,
-                                            randomization_scale=MAX_RANDOMIZATION_SCALE))
+    """Every option checked before anything is loaded: one line per problem, exit status 2."""
+    problems = option_problems(args, within=dict(n_episodes=(1, 100_000), seed=(0, MAX_SEED), tape_half_size=(0.02, 0.3),
+                                                 torch_threads=(1, MAX_TORCH_THREADS), n_videos=(0, 1000),
+                                                 video_size=(16, MAX_IMAGE_SIZE)),
+                               above=dict(randomization_scale=0.0), at_most=dict(randomization_scale=MAX_RANDOMIZATION_SCALE))
     if not problems:  # a scale outside its bounds has been named already
         problems += randomization_problems(args.randomization_scale)
-    if args.groot_noise is not None and args.groot_noise not in NOISE_MODES:
-        problems.append(f"--groot-noise {args.groot_noise!r} is unknown; choose one of {list(NOISE_MODES)}")
-    if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+    refuse(problems + args.groot.problems() + device_problems(args.device))
+    check_outputs(args)  # the JSON and the chart; the videos once the policies' names are known
     if args.aggregate_json is not None:
         evaluating = [flag for flag, given in (("--model-path", args.model_path), ("--model-paths", args.model_paths),
                                                ("--base-policy", args.base_policy), ("--compare-base", args.compare_base),
                                                ("--compare-zero", args.compare_zero), ("--save-video", args.save_video)) if given]
         if evaluating:
-            raise SystemExit(f"--aggregate-json combines earlier results and runs no episodes: drop {', '.join(evaluating)}")
+            raise BadInput(f"--aggregate-json combines earlier results and runs no episodes: drop {', '.join(evaluating)}")
         return
-    if args.base_policy is not None and args.base_policy not in BASE_POLICIES:
-        raise SystemExit(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
     if args.base_policy is None and args.model_path is None and not args.model_paths:
-        raise SystemExit("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT "
-                         "(or --model-paths CHECKPOINT ...)")
+        raise BadInput("name something to evaluate: --base-policy NAME and/or --model-path CHECKPOINT "
+                       "(or --model-paths CHECKPOINT ...)")
+    if args.base_policy == "groot" and args.model_path is None and not args.model_paths:
+        args.groot.check_checkpoint()
+
+
+def cannot_evaluate(error: Exception, model_path: str | None = None) -> SystemExit:
+    """How a policy that cannot be built ends the run: a missing or wrong file is bad input (exit status 2),
+    an unreachable GR00T server is not (1)."""
+    message = f"cannot evaluate: {error}" + (f" (checkpoint {model_path})" if model_path else "")
+    return BadInput(message) if isinstance(error, (FileNotFoundError, ValueError)) else SystemExit(message)
 
 
 def write_outputs(args: Args, summaries: list[dict], result: dict) -> None:
-    out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
     if args.output_json:
-        path = pathlib.Path(args.output_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        text = json.dumps(result, indent=2)
+        write_output(args.output_json, lambda: write_atomically(
+            args.output_json, lambda temporary: temporary.write_text(text), args.overwrite))
     if args.plot:
-        stem = pathlib.Path(args.output_json).stem if args.output_json else "eval"
-        plot_summaries(summaries, out_dir / f"{stem}.png")
-        print(f"wrote {out_dir / f'{stem}.png'}")
+        write_output(plot_path(args), lambda: plot_summaries(summaries, plot_path(args), args.overwrite))
 
 
 def main(args: Args) -> list[dict]:
@@ -442,7 +504,7 @@ def main(args: Args) -> list[dict]:
         try:
             summaries, settings = aggregate_files(args.aggregate_json)
         except (KeyError, ValueError) as error:
-            raise SystemExit(f"cannot aggregate: {error}") from error
+            raise BadInput(f"cannot aggregate: {error}") from None
         print_table(summaries)
         result = checkpoint_aggregate(summaries)
         print_aggregate(result)
@@ -458,20 +520,19 @@ def main(args: Args) -> list[dict]:
     try:
         policies = policies_to_evaluate(args)
     except errors as error:
-        raise SystemExit(f"cannot evaluate: {error}") from error
+        raise cannot_evaluate(error) from None
     randomization = scaled_randomization(args.randomization_scale)
     if args.randomization_scale != 1.0:
         print(f"randomization x{args.randomization_scale:g}: {describe_randomization(randomization)}")
 
-    out_dir = pathlib.Path(args.output_json).parent if args.output_json else pathlib.Path("runs/eval")
-    video_dir = out_dir / "videos" if args.save_video else None
+    check_outputs(args, [name for name, *_ in policies])
     summaries = []
     for name, build, model_path, _ in policies:
         try:
             policy = build()  # a checkpoint's residual and base are built when its turn comes
         except errors as error:
-            raise SystemExit(f"cannot evaluate: {error}" + (f" (checkpoint {model_path})" if model_path else "")) from error
-        summary = evaluate(name, policy, args, video_dir)
+            raise cannot_evaluate(error, model_path) from None
+        summary = evaluate(name, policy, args)
         if model_path is not None:
             summary = {"policy": name, "model_path": model_path, **summary}
         summaries.append(summary)

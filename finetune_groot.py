@@ -8,13 +8,15 @@
     # GPU: fine-tune NVIDIA's base model with Isaac's defaults (estimated ~30 GB of GPU memory at batch 32, see the README)
     python finetune_groot.py --dataset runs/demos/jacobian_cameras --init-from nvidia/GR00T-N1.5-3B --batch-size 32
     # then, like any Isaac-format checkpoint:
-    python eval_policy.py --base-policy groot --groot-model runs/<run>/checkpoint --n-episodes 50
+    python eval_policy.py --base-policy groot --groot.model runs/<run>/checkpoint --n-episodes 50
 
-Top to bottom: `Args`; reading the datasets (each episode's videos decoded once into one frame table,
-on the GPU when it fits) and their statistics; the model (`--init-from scratch-small`, or an Isaac-format checkpoint directory or
+Top to bottom: `Args`; reading the datasets (meta/modality.json checked against info.json and info.json
+against the stored data first, so a dataset that does not add up is refused in one line before anything
+is trained or written; each episode's videos decoded once into one frame table, on the GPU when it fits)
+and their statistics; the model (`--init-from scratch-small`, or an Isaac-format checkpoint directory or
 hub id), whose trained parts follow Isaac's four tune flags when fine-tuning (from scratch every part
 trains); then the loop: sample (frame, 16-step action chunk) pairs, one AdamW step on the
-flow-matching loss (groot_n15.FlowMatchingActionHead.loss), print the loss now and then, and write
+flow-matching loss (groot_model.FlowMatchingActionHead.loss), print the loss now and then, and write
 the checkpoint.
 
 The recipe is Isaac-GR00T's (scripts/gr00t_finetune.py with the SO-100 data config): state and
@@ -22,12 +24,12 @@ action groups from meta/modality.json, min-max normalised to [-1, 1] with the st
 datasets, zero-padded to the model's 64 state / 32 action dims; the action chunk is the absolute
 targets of steps t..t+15, with a mask over the real action dims (and, by default, over the steps past
 the episode's end: Isaac repeats the last step instead, `--action-padding repeat`); images get a
-random 95 % crop and colour jitter (groot_n15.augment_images); the loss is flow matching with
+random 95 % crop and colour jitter (groot_policy.augment_images); the loss is flow matching with
 t = (0.999 - s) / 0.999, s ~ Beta(1.5, 1); AdamW (betas 0.95, 0.999; weight decay 1e-5 except on
 biases and norms), lr 1e-4 with 5 % linear warm-up then cosine decay to 0, gradients clipped at norm
 1, bf16 autocast and TF32 on a GPU. Frames are drawn uniformly from all datasets.
 
-The checkpoint is Isaac's on-disk format (groot_n15.save_checkpoint): config.json, safetensors,
+The checkpoint is Isaac's on-disk format (groot_checkpoint.save_checkpoint): config.json, safetensors,
 experiment_cfg/metadata.json (statistics and modalities, embodiment `new_embodiment`), plus
 experiment_cfg/finetune_groot.json (our provenance) and the tokenizer it was trained with in
 tokenizer/ (the small model's byte-level one, or Eagle's), which our loader prefers to downloading
@@ -55,10 +57,15 @@ import torch
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-import groot_n15
-from groot_n15 import EMBODIMENT_TAG_TO_ID, GR00TN15, IMAGE_CONTEXT_TOKEN
-from lerobot_dataset import read_frames, read_video_frames
-from run_utils import StopSignals, close_writer, create_run_dir, option_problems, replace_directory, unique_sibling
+import groot_checkpoint
+import groot_model
+import groot_policy
+from command_line import BadInput, option_problems
+from groot_checkpoint import IMAGE_CONTEXT_TOKEN
+from groot_model import EMBODIMENT_TAG_TO_ID, GR00TN15
+from lerobot_dataset import decode_video, read_frames, read_info, read_json, read_tasks, video_file
+from run_dirs import create_run_dir, refuse_mount_point, replace_directory, unique_sibling
+from stop_signals import StopSignals, close_writer
 
 
 @dataclass
@@ -132,14 +139,14 @@ SMALL_MODEL = {
     # Every part of GR00T N1.5 shrunk so that one batched 4-env inference takes ~0.1-0.15 s on a busy
     # 2-core CPU: SigLIP at 224 px with 32 px patches (49 tokens per image), 3 Qwen3 layers, a 4-block DiT.
     "vision_config": dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=3, patch_size=32),
-    "text_config": dict(vocab_size=groot_n15.BYTE_TOKENIZER_VOCAB_SIZE, hidden_size=96, intermediate_size=288,
+    "text_config": dict(vocab_size=groot_checkpoint.BYTE_TOKENIZER_VOCAB_SIZE, hidden_size=96, intermediate_size=288,
                         num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=1, head_dim=32),
     "select_layer": 3,
     "action_head": dict(backbone_embedding_dim=96, hidden_size=96, input_embedding_dim=96),
     "dit": dict(num_layers=4, num_attention_heads=3, attention_head_dim=32, cross_attention_dim=96, output_dim=96),
     "vl_self_attention": dict(num_layers=1, num_attention_heads=3, attention_head_dim=32),
 }
-PROVENANCE_FILE = groot_n15.TRAINING_RECORD
+PROVENANCE_FILE = groot_checkpoint.TRAINING_RECORD
 """written into every checkpoint of this script: how it was made (with the joint units the groot base reads), and the mark --overwrite looks for"""
 ACTION_PADDINGS = ("mask", "repeat")
 
@@ -147,7 +154,7 @@ ACTION_PADDINGS = ("mask", "repeat")
 def small_config() -> dict:
     """config.json of the small model: N1.5's, with the sizes of SMALL_MODEL (the loader reads
     backbone_cfg.vision_config / text_config; Isaac's own loader does not, so only ours reads it)."""
-    config = copy.deepcopy(groot_n15.N15_CONFIG)
+    config = copy.deepcopy(groot_model.N15_CONFIG)
     config["torch_dtype"] = "float32"
     config["backbone_cfg"] |= {"select_layer": SMALL_MODEL["select_layer"], "vision_config": SMALL_MODEL["vision_config"],
                                "text_config": SMALL_MODEL["text_config"]}
@@ -170,7 +177,7 @@ def small_model() -> GR00TN15:
     # 300 steps and its chunks 5-47 degrees off; with a linear layer's usual scale, 1/sqrt(fan-in),
     # 0.06 and 2-8 degrees (the action head alone, on the fixed features of an untrained backbone).
     for module in model.modules():
-        if isinstance(module, groot_n15.CategorySpecificLinear):
+        if isinstance(module, groot_model.CategorySpecificLinear):
             torch.nn.init.normal_(module.W, std=module.W.shape[1] ** -0.5)
     return model
 
@@ -190,7 +197,8 @@ class Dataset:
     """group name -> (parquet column, start, end), e.g. single_arm -> (observation.state, 0, 5)"""
     action_groups: dict[str, tuple[str, int, int]]
     cameras: dict[str, str]
-    """camera name (video.<name>) -> video feature, e.g. top_view -> observation.images.top_view"""
+    """camera name (video.<name>) -> video feature, e.g. front -> observation.images.top_view (top_view in
+    datasets record_demos.py wrote before it took the names of NVIDIA's so100_dualcam config)"""
     resolution: dict[str, list[int]]
     """camera name -> [width, height]"""
     fps: float
@@ -202,75 +210,110 @@ class Dataset:
     frames: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def layout(self) -> tuple:
-        """What must agree between mixed datasets: groups with their widths, cameras with their resolution."""
+        """What must agree between mixed datasets: groups with their widths, cameras in order with their
+        resolution (see `same_cameras` for their names)."""
         return ({k: e - s for k, (_, s, e) in self.state_groups.items()}, {k: e - s for k, (_, s, e) in self.action_groups.items()},
-                {k: tuple(v) for k, v in self.resolution.items()})
+                [tuple(v) for v in self.resolution.values()])
+
+    def same_cameras(self, other: "Dataset") -> bool:
+        """Whether `other`'s cameras are these, in order: each of the same name or reading the same video
+        feature (record_demos.py's observation.images.top_view is video.front now, video.top_view before)."""
+        return len(self.cameras) == len(other.cameras) and all(
+            name == other_name or key == other_key
+            for (name, key), (other_name, other_key) in zip(self.cameras.items(), other.cameras.items()))
 
 
 def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
-    """Read a dataset's frames (parquet), its modality.json and every episode's videos (decoded once)."""
+    """Read a dataset for GR00T: its meta/modality.json, checked against info.json before anything else is
+    read, then the frames (parquet) and every episode's videos (decoded once). FileNotFoundError or
+    ValueError saying what is missing or wrong."""
     root = pathlib.Path(root)
+    info = read_info(root)
+    modality_path = root / "meta" / "modality.json"
+    if not modality_path.is_file():
+        raise FileNotFoundError(f"{modality_path} is missing: GR00T reads its state, action and video keys from it; "
+                                f"record a dataset with `python record_demos.py --cameras`")
+    modality = read_json(modality_path)
     try:
-        info = json.loads((root / "meta" / "info.json").read_text())
-        modality = json.loads((root / "meta" / "modality.json").read_text())
-    except FileNotFoundError as error:
-        raise SystemExit(f"{root} is not a LeRobot dataset with GR00T's meta/modality.json ({error.filename} is missing); "
-                         f"record one with `python record_demos.py --cameras`") from error
-
-    def groups(kind: str, default_key: str) -> dict[str, tuple[str, int, int]]:
-        return {name: (g.get("original_key", default_key), int(g["start"]), int(g["end"])) for name, g in modality[kind].items()}
-
-    state_groups, action_groups = groups("state", "observation.state"), groups("action", "action")
-    cameras = {name: v.get("original_key", f"observation.images.{name}") for name, v in modality.get("video", {}).items()}
-    if not cameras:
-        raise SystemExit(f"{root}: modality.json names no video; GR00T needs camera images (record with --cameras)")
-    resolution = {}
-    for name, key in cameras.items():
-        feature = info["features"].get(key, {})
-        if feature.get("dtype") != "video":
-            raise SystemExit(f"{root}: modality.json's video.{name} reads {key}, which info.json has no video feature for")
-        height, width = feature["shape"][:2]
-        resolution[name] = [int(width), int(height)]
-
-    task_key = modality.get("annotation", {}).get("human.task_description", {}).get("original_key")
+        state_groups, action_groups, cameras, task_key = parse_modality(modality, info["features"])
+    except ValueError as error:
+        raise ValueError(f"{modality_path}: {error}") from None
+    resolution = {name: info["features"][key]["shape"][1::-1] for name, key in cameras.items()}  # [width, height]
     columns = sorted({key for key, _, _ in [*state_groups.values(), *action_groups.values()]}
                      | {"episode_index", "frame_index"} | ({task_key} if task_key else set()))
-    try:
-        arrays = read_frames(root, columns)
-    except FileNotFoundError as error:
-        raise SystemExit(str(error)) from None
-    tasks = {}
-    if task_key and (root / "meta" / "tasks.jsonl").is_file():
-        for line in (root / "meta" / "tasks.jsonl").read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                tasks[entry["task_index"]] = entry["task"]
+    arrays = read_frames(root, columns)
+    tasks = read_tasks(root / "meta" / "tasks.jsonl") if task_key else {}
 
     dataset = Dataset(root, state_groups, action_groups, cameras, resolution, float(info.get("fps", 30)),
                       info.get("so101_sim", {}).get("joint_units"))
     episode_index = arrays["episode_index"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
+    ends = np.r_[starts[1:], len(episode_index)]
     # Each video is one ffmpeg process: decode several at once (the threads only wait on them).
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        videos = {(i, name): pool.submit(read_video_frames, root, int(episode_index[i]), key)
-                  for i in starts for name, key in cameras.items()}
-    for start, end in zip(starts, np.r_[starts[1:], len(episode_index)]):
+        videos = {(start, name): pool.submit(decode_video, video_file(root, int(episode_index[start]), key), end - start)
+                  for start, end in zip(starts, ends) for name, key in cameras.items()}
+    for start, end in zip(starts, ends):
         dataset.states.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in state_groups.values()], axis=1))
         dataset.actions.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in action_groups.values()], axis=1))
         if instruction is not None or not task_key:
             # Isaac's default instruction when a dataset has no annotation.
-            texts = [instruction or groot_n15.DEFAULT_INSTRUCTION] * (end - start)
+            texts = [instruction or groot_policy.DEFAULT_INSTRUCTION] * (end - start)
         else:
-            texts = [tasks.get(int(i), groot_n15.DEFAULT_INSTRUCTION) for i in arrays[task_key][start:end]]
+            texts = [tasks.get(int(i), groot_policy.DEFAULT_INSTRUCTION) for i in arrays[task_key][start:end]]
         dataset.instructions.append(texts)
         frames = {}
         for name, key in cameras.items():
             video = videos[start, name].result()
+            if list(video.shape[2:0:-1]) != resolution[name]:
+                raise ValueError(f"{root}: episode {episode_index[start]}'s {key} video is {video.shape[2]} x {video.shape[1]} pixels, "
+                                 f"but info.json declares {resolution[name][0]} x {resolution[name][1]}")
             if len(video) < end - start:
-                raise SystemExit(f"{root}: episode {episode_index[start]} has {end - start} frames but its {key} video {len(video)}")
-            frames[name] = video[: end - start]
+                raise ValueError(f"{root}: episode {episode_index[start]} has {end - start} frames but its {key} video {len(video)}")
+            frames[name] = video
         dataset.frames.append(frames)
     return dataset
+
+
+def parse_modality(modality, features: dict) -> tuple[dict, dict, dict, str | None]:
+    """The state groups, action groups, cameras and task column of a meta/modality.json, checked against
+    info.json's features: every group a slice 0 <= start < end <= width of a vector feature, the groups of
+    a kind disjoint, every camera a video feature, the task column a feature. ValueError says what is wrong."""
+    def entries(kind: str) -> dict[str, dict]:
+        value = modality.get(kind, {}) if isinstance(modality, dict) else None
+        if not isinstance(value, dict) or not all(isinstance(entry, dict) for entry in value.values()):
+            raise ValueError(f"{kind} is not a mapping of names to entries")
+        return value
+
+    def groups(kind: str, default_key: str) -> dict[str, tuple[str, int, int]]:
+        parsed = {}
+        for name, group in entries(kind).items():
+            key, start, end = group.get("original_key", default_key), group.get("start"), group.get("end")
+            shape = features[key]["shape"] if isinstance(key, str) and key in features else []
+            if len(shape) != 1 or features[key].get("dtype") in ("video", "image"):
+                raise ValueError(f"{kind}.{name} reads {key!r}, which info.json declares no vector feature for")
+            integers = all(isinstance(n, int) and not isinstance(n, bool) for n in (start, end))
+            if not (integers and 0 <= start < end <= shape[0]):
+                raise ValueError(f"{kind}.{name} is [{start}, {end}) of {key}, which holds {shape[0]} "
+                                 f"values; a group needs integers 0 <= start < end <= {shape[0]}")
+            overlapping = [other for other, (k, a, b) in parsed.items() if k == key and start < b and a < end]
+            if overlapping:
+                raise ValueError(f"{kind}.{name} and {kind}.{overlapping[0]} overlap in {key}")
+            parsed[name] = (key, start, end)
+        if not parsed:
+            raise ValueError(f"it names no {kind} group")
+        return parsed
+
+    cameras = {name: entry.get("original_key", f"observation.images.{name}") for name, entry in entries("video").items()}
+    for name, key in cameras.items():
+        if not (isinstance(key, str) and features.get(key, {}).get("dtype") == "video"):
+            raise ValueError(f"video.{name} reads {key!r}, which info.json declares no video feature for")
+    if not cameras:
+        raise ValueError("it names no video; GR00T needs camera images (record with --cameras)")
+    task_key = entries("annotation").get("human.task_description", {}).get("original_key")
+    if task_key is not None and not (isinstance(task_key, str) and task_key in features):
+        raise ValueError(f"annotation.human.task_description reads {task_key!r}, which info.json does not declare")
+    return groups("state", "observation.state"), groups("action", "action"), cameras, task_key
 
 
 def statistics(values: np.ndarray) -> dict[str, list[float]]:
@@ -304,11 +347,11 @@ def build_metadata(datasets: list[Dataset], embodiment_tag: str) -> dict:
 
 
 def normalize(values: np.ndarray, stats: dict[str, dict], width: int) -> np.ndarray:
-    """(T, D) group-concatenated values -> min-max normalized per group (groot_n15's rule), zero-padded to `width`."""
+    """(T, D) group-concatenated values -> min-max normalized per group (groot_policy's rule), zero-padded to `width`."""
     parts, start = [], 0
     for group in stats.values():
         low, high = np.asarray(group["min"]), np.asarray(group["max"])
-        parts.append(groot_n15.normalize_min_max(values[:, start:start + len(low)], {"min": low, "max": high}))
+        parts.append(groot_policy.normalize_min_max(values[:, start:start + len(low)], {"min": low, "max": high}))
         start += len(low)
     normalized = np.concatenate(parts, axis=1)
     return np.pad(normalized, ((0, 0), (0, width - normalized.shape[1]))).astype(np.float32)
@@ -332,13 +375,17 @@ def check_output_dir(path: pathlib.Path, overwrite: bool) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_dir():
-        raise SystemExit(f"--output-dir {path} exists and is not a directory")
+        raise BadInput(f"--output-dir {path} exists and is not a directory")
+    try:
+        refuse_mount_point(path)
+    except ValueError as error:
+        raise BadInput(f"--output-dir: {error}") from None
     if is_our_checkpoint(path):
         if not overwrite:
-            raise SystemExit(f"--output-dir {path} holds a checkpoint of finetune_groot.py; pass --overwrite to replace it")
+            raise BadInput(f"--output-dir {path} holds a checkpoint of finetune_groot.py; pass --overwrite to replace it")
     elif any(path.iterdir()):
-        raise SystemExit(f"--output-dir {path} is not empty and holds no checkpoint of finetune_groot.py; refusing to "
-                         f"write there (nothing in it was touched): choose a new or empty directory")
+        raise BadInput(f"--output-dir {path} is not empty and holds no checkpoint of finetune_groot.py; refusing to "
+                       f"write there (nothing in it was touched): choose a new or empty directory")
 
 
 def publish_checkpoint(write, output: pathlib.Path) -> None:
@@ -373,9 +420,11 @@ def learning_rate(progress: float, args: Args) -> float:
 
 def main(args: Args) -> pathlib.Path:
     problems = option_problems(
-        args, at_least=dict(max_steps=1, batch_size=1, log_every=1, save_every=0, weight_decay=0.0, warmup_ratio=0.0,
+        args, at_least=dict(seed=0, max_steps=1, batch_size=1, log_every=1, save_every=0, weight_decay=0.0, warmup_ratio=0.0,
                             max_grad_norm=0.0, adam_beta1=0.0, adam_beta2=0.0, torch_threads=1),
-        above=dict(learning_rate=0.0, max_minutes=0.0), at_most=dict(warmup_ratio=1.0, adam_beta1=0.9999, adam_beta2=0.9999))
+        above=dict(learning_rate=0.0, max_minutes=0.0),
+        at_most=dict(seed=2**32 - 1, batch_size=4096, learning_rate=1.0, weight_decay=1.0, warmup_ratio=1.0,
+                     adam_beta1=0.9999, adam_beta2=0.9999, torch_threads=1024))
     if args.action_padding not in ACTION_PADDINGS:
         problems.append(f"--action-padding must be one of {ACTION_PADDINGS}, got {args.action_padding!r}")
     if args.embodiment_tag not in EMBODIMENT_TAG_TO_ID:
@@ -387,11 +436,9 @@ def main(args: Args) -> pathlib.Path:
         problems.append("--init-from scratch-small trains every part of the model (nothing in it is pretrained); "
                         "--no-tune-projector / --no-tune-diffusion-model apply to fine-tuning a checkpoint")
     if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+        raise BadInput("invalid arguments:\n  " + "\n  ".join(problems))
     if args.output_dir:
         check_output_dir(pathlib.Path(args.output_dir), args.overwrite)
-    run_dir = create_run_dir(args.run_dir, f"{args.exp_name}__{args.seed}__{int(time.time())}")
-    output = pathlib.Path(args.output_dir) if args.output_dir else run_dir / "checkpoint"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -405,13 +452,17 @@ def main(args: Args) -> pathlib.Path:
 
     # ----- data -----------------------------------------------------------------------------
     start = time.time()
-    datasets = [load_dataset(root, args.instruction) for root in args.dataset]
+    try:
+        datasets = [load_dataset(root, args.instruction) for root in args.dataset]
+    except (FileNotFoundError, ValueError) as error:
+        raise BadInput(f"cannot train: {error}") from None
     for dataset in datasets[1:]:
-        if dataset.layout() != datasets[0].layout():
-            raise SystemExit(f"datasets {datasets[0].root} and {dataset.root} differ in their groups or cameras "
-                             f"({datasets[0].layout()} vs {dataset.layout()}); only datasets of one layout can be mixed")
+        if dataset.layout() != datasets[0].layout() or not datasets[0].same_cameras(dataset):
+            raise BadInput(f"datasets {datasets[0].root} and {dataset.root} differ in their groups or cameras "
+                           f"({datasets[0].layout()} {datasets[0].cameras} vs {dataset.layout()} {dataset.cameras}); "
+                           "only datasets of one layout can be mixed")
     if len({d.units for d in datasets}) > 1:
-        raise SystemExit(f"the datasets record their joints in different units ({[d.units for d in datasets]}); mix datasets of one unit")
+        raise BadInput(f"the datasets record their joints in different units ({[d.units for d in datasets]}); mix datasets of one unit")
     metadata = build_metadata(datasets, args.embodiment_tag)
     stats = metadata[args.embodiment_tag]["statistics"]
     cameras = list(datasets[0].cameras)
@@ -422,26 +473,28 @@ def main(args: Args) -> pathlib.Path:
     print(f"data: {len(datasets)} dataset(s), {len(episodes)} episodes, {lengths.sum()} frames, cameras {cameras} at "
           f"{datasets[0].resolution[cameras[0]]}, state {widths['state']}, action {widths['action']}, units {datasets[0].units}, "
           f"{frames_mb:.0f} MB of decoded video, read in {time.time() - start:.0f} s", flush=True)
+    run_dir = create_run_dir(args.run_dir, f"{args.exp_name}__{args.seed}__{int(time.time())}")  # once the data is read
+    output = pathlib.Path(args.output_dir) if args.output_dir else run_dir / "checkpoint"
 
     # ----- model ----------------------------------------------------------------------------
     if scratch:
         model = small_model()
         with tempfile.TemporaryDirectory() as folder:
-            tokenizer = groot_n15.load_tokenizer(args.tokenizer or groot_n15.write_byte_tokenizer(pathlib.Path(folder)))
+            tokenizer = groot_checkpoint.load_tokenizer(args.tokenizer or groot_checkpoint.write_byte_tokenizer(pathlib.Path(folder)))
         model = model.to(device)
     else:
-        patterns = ["config.json", "model.safetensors.index.json", "*.safetensors", f"{groot_n15.TOKENIZER_SUBDIR}/*"]
+        patterns = ["config.json", "model.safetensors.index.json", "*.safetensors", f"{groot_checkpoint.TOKENIZER_SUBDIR}/*"]
         try:
-            directory = groot_n15.resolve_source(args.init_from, "GR00T checkpoint (--init-from)", patterns, args.revision)
-            model = groot_n15.load_model(directory, torch.float32, device)  # float32 master weights, as Isaac
-            tokenizer = groot_n15.load_tokenizer(args.tokenizer or groot_n15.checkpoint_tokenizer(directory) or groot_n15.DEFAULT_TOKENIZER)
+            directory = groot_checkpoint.resolve_source(args.init_from, "GR00T checkpoint (--init-from)", patterns, args.revision)
+            model = groot_checkpoint.load_model(directory, torch.float32, device)  # float32 master weights, as Isaac
+            tokenizer = groot_checkpoint.load_tokenizer(args.tokenizer or groot_checkpoint.checkpoint_tokenizer(directory) or groot_checkpoint.DEFAULT_TOKENIZER)
         except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(f"cannot start from --init-from {args.init_from}: {error}") from error
+            raise BadInput(" ".join(f"cannot start from --init-from {args.init_from}: {error}".split())) from None  # one line
         model.config["compute_dtype"] = "bfloat16"  # what Isaac's fine-tuning writes
     vocabulary = model.backbone["eagle_model"].language_model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocabulary:
-        raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocabulary}; "
-                         f"use the tokenizer the model was made with (leave --tokenizer out)")
+        raise BadInput(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocabulary}; "
+                       f"use the tokenizer the model was made with (leave --tokenizer out)")
     # From scratch nothing is pretrained, so everything trains; a checkpoint is fine-tuned with the four flags.
     tune = dict(tune_llm=args.tune_llm or scratch, tune_visual=args.tune_visual or scratch, tune_projector=args.tune_projector,
                 tune_diffusion_model=args.tune_diffusion_model)
@@ -452,7 +505,7 @@ def main(args: Args) -> pathlib.Path:
     max_state_dim, horizon = head.state_encoder.layer1.W.shape[1], head.action_horizon
     state_dim, action_dim = (sum(len(v["min"]) for v in stats[kind].values()) for kind in ("state", "action"))
     if state_dim > max_state_dim or action_dim > head.action_dim:
-        raise SystemExit(f"the datasets' state ({state_dim}) / action ({action_dim}) dims exceed the model's {max_state_dim} / {head.action_dim}")
+        raise BadInput(f"the datasets' state ({state_dim}) / action ({action_dim}) dims exceed the model's {max_state_dim} / {head.action_dim}")
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN)
     embodiment_id = torch.full((args.batch_size,), EMBODIMENT_TAG_TO_ID[args.embodiment_tag], dtype=torch.long, device=device)
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -482,21 +535,21 @@ def main(args: Args) -> pathlib.Path:
     states = torch.from_numpy(states)
     frames = torch.empty((lengths.sum(), len(cameras), *datasets[0].frames[0][cameras[0]].shape[1:]), dtype=torch.uint8)
     for (dataset, i), start, length in zip(episodes, np.cumsum(lengths) - lengths, lengths):
-        frames[start:start + length] = torch.from_numpy(np.stack([dataset.frames[i][c] for c in cameras], axis=1))
+        frames[start:start + length] = torch.from_numpy(np.stack(list(dataset.frames[i].values()), axis=1))  # in camera order
         dataset.frames[i] = None  # the table holds them now
     if device.type == "cuda" and frames.nbytes < torch.cuda.mem_get_info(device)[0] / 4:
         frames = frames.to(device)
     instructions = {}  # distinct instruction -> its index
     frame_prompt = torch.tensor([instructions.setdefault(text, len(instructions)) for d, i in episodes for text in d.instructions[i]])
-    prompts = tokenizer([groot_n15.build_prompt(text, len(cameras), model.tokens_per_image) for text in instructions],
+    prompts = tokenizer([groot_policy.build_prompt(text, len(cameras), model.tokens_per_image) for text in instructions],
                         padding=True, return_tensors="pt")
 
     def get_batch(indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for frames `indices` (into all frames of all datasets), like GR00TPolicy.prepare_inputs
         plus the action chunk and its mask, images augmented (--augment) or centre-cropped as at inference."""
         views = frames[indices.to(frames.device)].to(device)
-        pixels = (groot_n15.augment_images(views, model.image_size, augmentation) if args.augment
-                  else groot_n15.preprocess_images(views.flatten(0, 1), model.image_size))
+        pixels = (groot_policy.augment_images(views, model.image_size, augmentation) if args.augment
+                  else groot_policy.preprocess_images(views.flatten(0, 1), model.image_size))
         rows = chunk_start[indices][:, None] + torch.arange(horizon)
         prompt = frame_prompt[indices]
         batch = {"input_ids": prompts["input_ids"][prompt], "attention_mask": prompts["attention_mask"][prompt],
@@ -516,7 +569,7 @@ def main(args: Args) -> pathlib.Path:
 
         def write(directory: pathlib.Path) -> None:
             # The tokenizer trained with travels in tokenizer/: loading prefers it, so the checkpoint works offline.
-            groot_n15.save_checkpoint(model, directory, metadata, tokenizer)
+            groot_checkpoint.save_checkpoint(model, directory, metadata, tokenizer)
             (directory / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
         publish_checkpoint(write, output)
@@ -575,7 +628,7 @@ def main(args: Args) -> pathlib.Path:
           f"over the last {min(step, args.log_every)}", flush=True)
     save(step, losses[-1])
     close_writer(writer)
-    print(f"evaluate it: python eval_policy.py --base-policy groot --groot-model {output} --n-episodes 50")
+    print(f"evaluate it: python eval_policy.py --base-policy groot --groot.model {output} --n-episodes 50")
     return output
 
 

@@ -23,7 +23,16 @@ the layout Isaac-GR00T's fine-tuning reads as well:
                                   Isaac-GR00T validates (it would choke on a `count` entry there;
                                   LeRobot v2.1 reads episodes_stats.jsonl instead)
       meta/modality.json        Isaac-GR00T's key map: state/action slices single_arm (0:5) and
-                                  gripper (5:6), video top_view/wrist, task from task_index
+                                  gripper (5:6), video front (observation.images.top_view) and wrist
+                                  (observation.images.wrist), task from task_index
+
+What Isaac-GR00T's loader needs besides the layout, and LeRobot reads either way:
+  - timestamps that never fall before their frame's start: each is the smallest float32 at or after
+    frame_index / fps (`frame_timestamps`), so a decoder that returns the frame shown at a time
+    (torchcodec, Isaac's default backend) returns that frame and not the one before;
+  - statistics of the values as stored (float32), so a constant column has min == max and Isaac's
+    min-max normalization maps it to 0 as ours does;
+  - the camera names of NVIDIA's stock SO-100 dual-camera config (GR00T_CAMERA_NAMES).
 
 Images are not in the parquet files (LeRobot keeps video features in the MP4 files only). The
 videos are H.264 (libx264, CRF 18, yuv420p, a keyframe every 2 frames as LeRobot does, for cheap
@@ -34,7 +43,10 @@ within about 1-2 levels on average); `read_video_frames` decodes them.
 
 The reader also accepts v2.1 and v3.0 datasets, whose frames sit in parquet files under data/
 too (v3.0 packs several episodes per file): it reads every parquet file under data/ and orders
-the rows by episode_index and frame_index. It needs no meta/ file but info.json.
+the rows by episode_index and frame_index. It needs no meta/ file but info.json. What it reads is
+checked before it is used: the sizes info.json declares against limits (`read_info`: feature shapes,
+fps, counts), the stored columns against those shapes, every value read for NaN and infinity, a
+video's frame size before it is decoded; a dataset that fails says where, in one line (ValueError).
 
 Features written from the sim (the 25-float env state split the way LeRobot splits sim state):
 
@@ -47,15 +59,8 @@ Features written from the sim (the 25-float env state split the way LeRobot spli
 `action` is an absolute joint target like the follower command of a real SO-101 recording,
 not the env's normalized delta: a trainer recovers the delta as `(target - q) / act_scale`.
 
-Joint units (`JOINT_UNITS`), per joint, from sim radians q with MuJoCo joint range [lo, hi]:
-
-    radians   q (the simulator's own unit)
-    degrees   arm joints q * 180 / pi; gripper 100 * (q - lo) / (hi - lo)     (LeRobot use_degrees=True)
-    range     arm joints 200 * (q - lo) / (hi - lo) - 100; gripper as above  (LeRobot's older default)
-
-LeRobot keeps the gripper in [0, 100] in both of its modes. The mapping assumes the model's zero
-and joint range match the real arm's calibration (zero at mid-range, as in so101_new_calib).
-Datasets we write name their units in info.json under `so101_sim.joint_units`; for other
+Joint values are in one of joint_units.JOINT_UNITS (radians, degrees, LeRobot's range; see
+joint_units.py). Datasets we write name their units in info.json under `so101_sim.joint_units`; for other
 datasets the reader takes them from the caller or infers them from the joint values (radians
 within [-2 pi, 2 pi]; degrees when an arm joint passes 100) and asks when they are ambiguous.
 """
@@ -63,7 +68,7 @@ within [-2 pi, 2 pi]; degrees when an arm joint passes 100) and asks when they a
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import json
 import math
 import os
@@ -71,21 +76,18 @@ import pathlib
 import shutil
 from dataclasses import dataclass, field
 
-import so101_env  # noqa: I001  first: it picks the headless OpenGL backend before mujoco loads
-
 import imageio_ffmpeg
-import mujoco
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from run_utils import replace_directory, unique_sibling
+from joint_units import JOINT_UNITS, check_units, radians_to_units, units_from_extent, units_to_radians
+from run_dirs import refuse_mount_point, replace_directory, unique_sibling
 from so101_env import ACTION_DIM, JOINT_NAMES, POLICY_HZ, STATE_DIM
 
 CODEBASE_VERSION = "v2.0"
 VIDEO_CODEBASE_VERSION = "v2.1"
 ROBOT_TYPE = "so101_follower"
-JOINT_UNITS = ("radians", "degrees", "range")
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
@@ -99,6 +101,9 @@ SWS_FLAGS = ["-sws_flags", "bicubic+accurate_rnd+full_chroma_int"]
 """RGB <-> YUV conversions that round accurately and interpolate chroma: a smaller round-trip error"""
 GR00T_GROUPS = {"single_arm": (0, 5), "gripper": (5, 6)}
 """Isaac-GR00T's SO-100/SO-101 state and action groups: slices of the 6 joints"""
+GR00T_CAMERA_NAMES = {"top_view": "front", "wrist": "wrist"}
+"""sim camera -> its name in meta/modality.json (Isaac's `video.<name>` key): the names NVIDIA's stock
+`--data-config so100_dualcam` asks for (video.front, video.wrist); other cameras keep their own name"""
 
 JOINT_FEATURE_NAMES = [f"{joint}.pos" for joint in JOINT_NAMES]
 ENVIRONMENT_STATE_NAMES = (
@@ -124,42 +129,16 @@ SCALAR_FEATURES = {
 }
 JOINT_VALUED_FEATURES = ("observation.state", "action")
 
-
-@functools.cache
-def joint_ranges() -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) MuJoCo joint ranges in radians, in JOINT_NAMES order."""
-    model = mujoco.MjModel.from_xml_path(str(so101_env.XML_PATH))
-    ranges = np.array([model.jnt_range[model.joint(name).id] for name in JOINT_NAMES])
-    return ranges[:, 0], ranges[:, 1]
-
-
-def radians_to_units(q: np.ndarray, units: str) -> np.ndarray:
-    """Sim joint radians (..., 6) to `units`."""
-    if units == "radians":
-        return q.copy()
-    low, high = joint_ranges()
-    fraction = (q - low) / (high - low)
-    out = 200.0 * fraction - 100.0 if units == "range" else np.degrees(q)
-    out[..., 5] = 100.0 * fraction[..., 5]
-    return out
-
-
-def units_to_radians(values: np.ndarray, units: str) -> np.ndarray:
-    """Inverse of `radians_to_units`."""
-    if units == "radians":
-        return values.copy()
-    low, high = joint_ranges()
-    if units == "range":
-        out = low + (values + 100.0) / 200.0 * (high - low)
-    else:
-        out = np.radians(values)
-    out[..., 5] = low[5] + values[..., 5] / 100.0 * (high[5] - low[5])
-    return out
-
-
-def check_units(units: str) -> None:
-    if units not in JOINT_UNITS:
-        raise ValueError(f"unknown joint units {units!r}; choose one of {', '.join(JOINT_UNITS)}")
+# Limits on what a dataset may declare or hold, checked before anything is allocated from it.
+MAX_VECTOR_WIDTH = 4096
+"""values per frame of a non-image feature (a state or action vector): far more than any robot has"""
+MAX_IMAGE_SIDE = 4096
+"""pixels: the largest video height or width read (a video is decoded whole into memory)"""
+MAX_FPS = 1000
+MAX_COUNT = 10**9
+"""the most episodes or frames a dataset may declare"""
+MAX_ACT_SCALE = 0.2
+"""radians per unit of normalized action: the most the env accepts"""
 
 
 def is_lerobot_dataset(root: str | pathlib.Path) -> bool:
@@ -184,14 +163,16 @@ class DatasetWriter:
     episode was added, or on `discard`, the staging directory is removed and `root` is left as it
     was. A non-empty `root` that is not a LeRobot dataset is refused whatever `overwrite` says:
     the writer deletes nothing it did not create but the old dataset that `overwrite` replaces.
+    So is a `root` that is a mount point, up front (the dataset could not be moved into it).
     """
 
     def __init__(self, root: str | pathlib.Path, units: str, act_scale: float, provenance: dict, overwrite: bool = False,
                  cameras: tuple[str, ...] | list[str] = ()):
         check_units(units)
         cameras = tuple(cameras)
-        if len(set(cameras)) != len(cameras) or not all(isinstance(c, str) and c and "/" not in c for c in cameras):
-            raise ValueError(f"cameras must be distinct names, got {cameras}")
+        if (not all(isinstance(c, str) and c and "/" not in c for c in cameras)
+                or len({GR00T_CAMERA_NAMES.get(c, c) for c in cameras}) != len(cameras)):  # distinct there too
+            raise ValueError(f"cameras must be distinct names, also as named in modality.json ({GR00T_CAMERA_NAMES}), got {cameras}")
         self.root = pathlib.Path(root)
         self._target = self.root.resolve()  # through a symbolic link: renames happen beside the real directory
         self.replaces_dataset = _check_target(self.root, self._target, overwrite)
@@ -247,7 +228,7 @@ class DatasetWriter:
                 "next.reward": pa.array(np.asarray(rewards, dtype=np.float32)),
                 "next.success": pa.array(done & success),
                 "next.done": pa.array(done),
-                "timestamp": pa.array((frames / POLICY_HZ).astype(np.float32)),
+                "timestamp": pa.array(frame_timestamps(length)),
                 "frame_index": pa.array(frames, pa.int64()),
                 "episode_index": pa.array(np.full(length, episode_index), pa.int64()),
                 "index": pa.array(first_index + frames, pa.int64()),
@@ -271,9 +252,8 @@ class DatasetWriter:
             stats = {name: _feature_stats(table.column(name)) for name in table.column_names}
             stats.update({IMAGE_KEY_PREFIX + camera: _image_stats(frames) for camera, frames in images.items()})
             self.episode_stats.append(stats)
-        for name, values in vectors.items():
-            self.columns[name].append(values)
-        self.columns["next.reward"].append(np.asarray(rewards, dtype=np.float64)[:, None])
+        for name in self.columns:  # as stored (float32): the statistics then describe what readers get
+            self.columns[name].append(_as_array(table.column(name)).reshape(length, -1))
         self.lengths.append(length)
 
     def _check_images(self, images: dict[str, np.ndarray] | None, length: int) -> dict[str, np.ndarray]:
@@ -422,15 +402,16 @@ class DatasetWriter:
 
     def _modality(self) -> dict:
         """Isaac-GR00T's meta/modality.json: which slices of observation.state and action its
-        `state.<group>` / `action.<group>` keys are, its `video.<camera>` keys, and where the task
-        text comes from (task_index, looked up in tasks.jsonl)."""
+        `state.<group>` / `action.<group>` keys are, its `video.<camera>` keys (named as in
+        GR00T_CAMERA_NAMES: video.front reads observation.images.top_view), and where the task text
+        comes from (task_index, looked up in tasks.jsonl)."""
         def groups(original_key: str) -> dict:
             return {name: {"start": start, "end": end, "original_key": original_key} for name, (start, end) in GR00T_GROUPS.items()}
 
         return {
             "state": groups("observation.state"),
             "action": groups("action"),
-            "video": {camera: {"original_key": IMAGE_KEY_PREFIX + camera} for camera in self.cameras},
+            "video": {GR00T_CAMERA_NAMES.get(camera, camera): {"original_key": IMAGE_KEY_PREFIX + camera} for camera in self.cameras},
             "annotation": {"human.task_description": {"original_key": "task_index"}},
         }
 
@@ -441,6 +422,7 @@ def _check_target(root: pathlib.Path, target: pathlib.Path, overwrite: bool) -> 
         return False
     if not target.is_dir():
         raise FileExistsError(f"{root} exists and is not a directory")
+    refuse_mount_point(target)  # now, not after recording: the staging directory beside it is on another filesystem
     if is_lerobot_dataset(target):
         if not overwrite:
             raise FileExistsError(f"{root} already holds a dataset; pass --overwrite to replace it or choose another directory")
@@ -476,6 +458,19 @@ def _remove_empty(directories: list[pathlib.Path]) -> None:
             directory.rmdir()  # only while empty: something else may have been put there meanwhile
         except OSError:
             break
+
+
+def frame_timestamps(length: int, fps: int = POLICY_HZ) -> np.ndarray:
+    """float32 timestamps of frames 0 .. length-1, each the smallest float32 at or after its frame's start
+    frame_index / fps. Rounded to the nearest float32 instead (as LeRobot's writer stores them), 43 % fall
+    just before their frame, and a decoder that returns the frame shown at a time (torchcodec's
+    get_frames_played_at, Isaac-GR00T N1.5's default) returns the previous frame for those rows; decoders
+    that take the nearest frame (LeRobot's, decord) read either the same."""
+    starts = np.arange(length) / fps
+    stamps = starts.astype(np.float32)
+    early = stamps < starts
+    stamps[early] = np.nextafter(stamps[early], np.float32(np.inf))
+    return stamps
 
 
 def _vector_column(values: np.ndarray) -> pa.Array:
@@ -535,6 +530,75 @@ def _write_text(path: pathlib.Path, text: str) -> None:
     tmp.replace(path)
 
 
+def read_json(path: pathlib.Path):
+    """The value in a JSON file; FileNotFoundError if it is missing, ValueError naming it if it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as JSON ({error})") from None
+
+
+def read_tasks(path: pathlib.Path) -> dict[int, str]:
+    """task_index -> task of a meta/tasks.jsonl (none when it is missing); ValueError naming a malformed line."""
+    tasks = {}
+    if path.is_file():
+        for number, line in enumerate(path.read_bytes().splitlines(), 1):
+            try:
+                entry = json.loads(line) if line.strip() else None
+                if entry is not None:
+                    tasks[int(entry["task_index"])] = str(entry["task"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}, line {number}, is not a task entry like "
+                                 f'{{"task_index": 0, "task": "..."}} ({error})') from None
+    return tasks
+
+
+def read_info(root: str | pathlib.Path) -> dict:
+    """A dataset's meta/info.json, every size it declares checked before anything is read or allocated
+    from it: each feature's shape (positive sizes, at most MAX_VECTOR_WIDTH values, or MAX_IMAGE_SIDE
+    pixels a side for images), fps, episode and frame counts, and the so101_sim block record_demos.py
+    writes. FileNotFoundError if there is none; ValueError listing what is wrong."""
+    path = pathlib.Path(root) / "meta" / "info.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a LeRobot dataset: {path} is missing")
+    info = read_json(path)
+    if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
+        raise ValueError(f"{path} is not a LeRobot info.json: it has no features mapping")
+    problems = []
+    for name, feature in info["features"].items():
+        shape = feature.get("shape") if isinstance(feature, dict) else None
+        if isinstance(feature, dict) and feature.get("dtype") in ("video", "image"):
+            if not (isinstance(shape, list) and len(shape) == 3 and all(_within(n, 1, MAX_IMAGE_SIDE, integer=True) for n in shape)):
+                problems.append(f"feature {name!r} has shape {shape!r}, not [height, width, channels] of at most {MAX_IMAGE_SIDE} each")
+        elif not (isinstance(shape, list) and shape and all(_within(n, 1, MAX_VECTOR_WIDTH, integer=True) for n in shape)
+                  and math.prod(shape) <= MAX_VECTOR_WIDTH):
+            problems.append(f"feature {name!r} has shape {shape!r}, not a list of positive sizes of at most {MAX_VECTOR_WIDTH} values")
+    if "fps" in info and not (_within(info["fps"], 0, MAX_FPS) and info["fps"] > 0):
+        problems.append(f"fps is {info['fps']!r}, not a number within (0, {MAX_FPS}]")
+    for key, least in (("total_episodes", 0), ("total_frames", 0), ("chunks_size", 1)):
+        if key in info and not _within(info[key], least, MAX_COUNT, integer=True):
+            problems.append(f"{key} is {info[key]!r}, not an integer within [{least}, {MAX_COUNT}]")
+    sim = info.get("so101_sim", {})
+    if not isinstance(sim, dict):
+        problems.append(f"so101_sim is {sim!r}, not a mapping")
+        sim = {}
+    if "joint_units" in sim and sim["joint_units"] not in JOINT_UNITS:
+        problems.append(f"so101_sim.joint_units is {sim['joint_units']!r}, not one of {', '.join(JOINT_UNITS)}")
+    if "act_scale" in sim and not (_within(sim["act_scale"], 0, MAX_ACT_SCALE) and sim["act_scale"] > 0):
+        problems.append(f"so101_sim.act_scale is {sim['act_scale']!r}, not a number within (0, {MAX_ACT_SCALE}]")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return info
+
+
+def _within(value, low: float, high: float, integer: bool = False) -> bool:
+    """Whether `value`, read from a file, is a number (an integer if `integer`) within [low, high]; NaN is not."""
+    kinds = int if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high
+
+
 @dataclass
 class Demonstrations:
     """Episodes read from a dataset, joints converted to sim radians."""
@@ -554,11 +618,8 @@ def read_dataset(root: str | pathlib.Path, units: str | None = None) -> Demonstr
     """Read a LeRobot v2.x/v3.0 dataset's frames; the observation is `observation.state`
     followed by `observation.environment_state` when the dataset has one."""
     root = pathlib.Path(root)
-    info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{root} is not a LeRobot dataset: {info_path} is missing")
-    info = json.loads(info_path.read_text())
-    features = info.get("features", {})
+    info = read_info(root)
+    features = info["features"]
     missing = [name for name in ("observation.state", "action") if name not in features]
     if missing:
         raise ValueError(f"dataset {root} lacks the feature(s) {missing}; a BC dataset needs observation.state and action")
@@ -591,7 +652,7 @@ def video_file(root: str | pathlib.Path, episode_index: int, camera: str) -> pat
     """The MP4 file of one episode and camera (`top_view` or `observation.images.top_view`) in a
     LeRobot v2.x dataset, from info.json's video_path."""
     root = pathlib.Path(root)
-    info = json.loads((root / "meta" / "info.json").read_text())
+    info = read_info(root)
     keys = video_keys(info)
     key = camera if camera in keys else IMAGE_KEY_PREFIX + camera
     if key not in keys:
@@ -613,56 +674,94 @@ def read_video_frames(root: str | pathlib.Path, episode_index: int, camera: str,
     starting ffmpeg and converting colours: a trainer that samples many frames decodes each episode
     once and keeps the array (150 KB per frame and camera), e.g. behind `functools.lru_cache`,
     rather than calling this per frame."""
-    path = video_file(root, episode_index, camera)
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} is missing")
-    frames = decode_video(path)
+    frames = decode_video(video_file(root, episode_index, camera))
     return frames if frame_indices is None else frames[frame_indices]
 
 
-def decode_video(path: str | pathlib.Path) -> np.ndarray:
-    """All frames of a video file as (T, H, W, 3) uint8 RGB."""
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=SWS_FLAGS)
+def decode_video(path: str | pathlib.Path, max_frames: int | None = None) -> np.ndarray:
+    """The frames of a video file (the first `max_frames` of them, if given) as (T, H, W, 3) uint8 RGB.
+    FileNotFoundError if it is missing; ValueError if ffmpeg cannot decode it, or before decoding if its
+    frames are larger than MAX_IMAGE_SIDE."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} is missing")
     try:
-        width, height = next(reader)["size"]
-        data = b"".join(reader)
-    finally:
-        reader.close()
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=SWS_FLAGS)
+        try:
+            width, height = next(reader)["size"]
+            if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+                raise ValueError(f"video {path} is {width} x {height} pixels; at most {MAX_IMAGE_SIDE} on a side is read")
+            data = b"".join(itertools.islice(reader, max_frames))
+        finally:
+            reader.close()
+    except (OSError, RuntimeError, StopIteration) as error:  # what imageio-ffmpeg raises for a file ffmpeg cannot read
+        lines = [line for line in str(error).splitlines() if line.strip()] or ["no frames"]  # its first and ffmpeg's last
+        raise ValueError(f"cannot decode video {path}: {lines[0]}{f' ({lines[-1]})' if len(lines) > 1 else ''}") from None
     return np.frombuffer(bytearray(data), dtype=np.uint8).reshape(-1, height, width, 3)  # writable
 
 
 def read_frames(root: str | pathlib.Path, columns: list[str]) -> dict[str, np.ndarray]:
     """The named columns of every parquet file under `root/data/`, in episode and frame order, as
-    float64 arrays: (N, D) for vector features, (N,) for scalar ones."""
+    float64 arrays: (N, D) for vector features, (N,) for scalar ones. Every column read is checked
+    against the shape info.json declares and for NaN and infinite values: ValueError naming the file,
+    the column, and the episode and frame."""
+    info = read_info(root)
     files = sorted(pathlib.Path(root).glob("data/**/*.parquet"))
     if not files:
         raise FileNotFoundError(f"dataset {root} has no parquet files under data/")
     wanted = list(dict.fromkeys([*columns, "episode_index", "frame_index"]))
-    table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in files])
-    table = table.sort_by([("episode_index", "ascending"), ("frame_index", "ascending")])
-    return {name: _as_array(table.column(name)) for name in columns}
+    parts = [_read_parquet(path, wanted, info["features"]) for path in files]
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in wanted}
+    if not len(arrays["episode_index"]):
+        raise ValueError(f"dataset {root} has no frames: its parquet files are empty")
+    order = np.lexsort((arrays["frame_index"], arrays["episode_index"]))
+    return {name: arrays[name][order] for name in columns}
+
+
+def _read_parquet(path: pathlib.Path, names: list[str], features: dict) -> dict[str, np.ndarray]:
+    """Columns `names` of one parquet file as float64 arrays, checked as `read_frames` says."""
+    try:
+        with pq.ParquetFile(path) as file:
+            missing = [name for name in names if name not in file.schema_arrow.names]
+            table = None if missing else file.read(columns=names)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if missing:
+        raise ValueError(f"{path} has no column {missing[0]!r}")
+    arrays = {}
+    for name in names:
+        try:
+            arrays[name] = _as_array(table.column(name))
+        except ValueError as error:
+            raise ValueError(f"{path}: column {name!r} {error}") from None
+    for name, values in arrays.items():
+        declared = features.get(name, {}).get("shape")
+        if declared is not None and len(values) and values[0].size != math.prod(declared):
+            raise ValueError(f"{path}: column {name!r} holds {values[0].size} values per frame, but info.json declares shape {declared}")
+        bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(1))
+        if len(bad):
+            episode, frame = arrays["episode_index"][bad[0]], arrays["frame_index"][bad[0]]
+            raise ValueError(f"{path}: column {name!r} holds NaN or infinite values, first in episode {episode:g}, "
+                             f"frame {frame:g}; fix or leave out that episode")
+    return arrays
 
 
 def _as_array(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A list<float> or fixed_size_list<float> column as (N, D) float64, a scalar column as (N,)."""
+    """A list<float> or fixed_size_list<float> column as (N, D) float64, a scalar column as (N,);
+    ValueError if it misses values, its rows differ in length, or it is not numeric."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
-        return column.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(column), -1)
-    return column.to_numpy(zero_copy_only=False).astype(np.float64)
-
-
-def units_from_extent(extent: np.ndarray) -> str | None:
-    """Joint units from the largest |value| per joint (6, JOINT_NAMES order), or None if unclear.
-
-    Radians when no joint leaves [-2 pi, 2 pi] (no joint turns further); degrees when an arm joint
-    passes 100 (LeRobot's normalized range cannot); otherwise degrees and LeRobot's range both fit.
-    """
-    if extent.max() <= 2 * math.pi:
-        return "radians"
-    if extent[:5].max() > 100:
-        return "degrees"
-    return None
+    listed = pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+    values = column.flatten() if listed else column
+    if column.null_count or values.null_count:
+        raise ValueError("has missing values")
+    if pa.types.is_list(column.type) and len(column.value_lengths().unique()) > 1:
+        raise ValueError("holds rows of different lengths")
+    try:
+        values = values.to_numpy(zero_copy_only=False).astype(np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"is not numeric ({error})") from None
+    return values.reshape(len(column), -1) if listed else values
 
 
 def _infer_units(arrays: dict[str, np.ndarray], root: pathlib.Path) -> str:

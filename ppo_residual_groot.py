@@ -1,14 +1,15 @@
 """Residual PPO on the GR00T N1.5 base policy for SO-101 paper-in-square (CleanRL style).
 
-    python ppo_residual_groot.py --alpha 0.3                       # GR00T in this process (needs a GPU)
-    python ppo_residual_groot.py --alpha 0.3 --groot-backend server --groot-host gpu-box --groot-port 5555
+    python ppo_residual_groot.py                                   # the small sim GR00T in checkpoints/, CPU, offline
+    python ppo_residual_groot.py --groot.model phospho-app/gr00t-paper_return-7w9itxzsox   # the real-robot 3B (GPU)
+    python ppo_residual_groot.py --groot.backend server --groot.host gpu-box --groot.port 5555
     python ppo_residual_groot.py --resume runs/<run>/checkpoints/latest.pt
 
 ppo_residual_jacobian.py given a vision base: `diff` the two files to see the GR00T change. GR00T
 reads both camera images and the joint positions and returns 16-step chunks of joint targets;
-each env executes `--chunk-steps` of them open-loop (converted to normalized deltas) while the
+each env executes `--groot.chunk-steps` of them open-loop (converted to normalized deltas) while the
 residual corrects every step. The cameras are rendered only on the steps where some env needs a
-new chunk (every `--chunk-steps` steps and after a reset), and all envs that need one are queried
+new chunk (every `--groot.chunk-steps` steps and after a reset), and all envs that need one are queried
 in ONE batched call to the single GR00T instance, so the collector runs in this process and the
 envs step in worker processes (`--async-envs`). `groot/inference_time` (seconds per call) and
 `groot/batch_size` (envs per call) are logged with the rest.
@@ -22,7 +23,7 @@ actor sees the normalized state and the base action; its last layer starts at ze
 any update its mean is exactly zero and the agent behaves exactly like the base. The critic
 sees the normalized state. Critic-only warm-up iterations run the base alone (residual mean)
 so the value function is sensible before the actor starts moving. The base is deterministic
-(`--groot-noise zero`), so the residual corrects a base it can predict.
+(`--groot.noise zero`), so the residual corrects a base it can predict.
 
 Everything algorithmic lives in this file on purpose: copy it to try an idea.
 """
@@ -30,12 +31,13 @@ Everything algorithmic lives in this file on purpose: copy it to try an idea.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import pathlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -45,15 +47,24 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from base_policies import camera_images, compose_action, make_base_policy
-from episodes import ResidualPolicy, run_episode
-from groot_base import GROOT_BACKENDS, GROOT_DEFAULT_CHECKPOINT, GROOT_DEFAULT_INSTRUCTION
-from groot_n15 import DEFAULT_TOKENIZER, NOISE_MODES
-from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from run_utils import StopSignals, close_writer, create_run_dir, option_problems, resume_options, write_video
+from base_policies import ResidualPolicy, camera_images, compose_action, make_base_policy
+from episodes import run_episode
+from groot_base import GrootOptions
+from actor_program import export_actor
+from checkpoint_io import CHECKPOINT_FORMAT, check_agent_state, load_checkpoint, load_resume, save_checkpoint
+from command_line import (MAX_SEED, MAX_TORCH_THREADS, BadInput, device_problems, name_problems, option_problems,
+                          refuse, resume_options)
+from run_dirs import create_run_dir, hold_run_dir
+from stop_signals import StopSignals, close_writer
+from videos import write_video
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
+MAX_BATCH_SIZE = 2**20  # env steps per rollout (num_envs * num_steps): the rollout's storage, ~300 MB
+ALPHA_RAMP_FRACTION = 0.5  # alpha ramps from --alpha-start to --alpha over this fraction of the iterations
+CURRICULUM_STEP, CURRICULUM_THRESHOLD, CURRICULUM_WINDOW = 0.01, 0.8, 64  # shrink 1 cm when 80 % of 64 episodes succeed
+REWARD_SCALE = 0.1  # rewards are scaled before learning: returns of a few units suit the critic
+IMAGE_SIZE = 224  # pixels of the rendered camera images (resized to the checkpoint's training resolution) and videos
 
 
 @dataclass
@@ -62,8 +73,6 @@ class Args:
     """name of this experiment (part of the run directory name)"""
     seed: int = 1
     """seed of the experiment (envs get seed, seed + 1, ...)"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device of the GR00T model (local backend) and of the agent"""
     torch_threads: int = 1
@@ -77,54 +86,14 @@ class Args:
     run_dir: str = "runs"
     """directory that holds one sub-directory per run"""
 
-    # GR00T base
-    groot_model: str = GROOT_DEFAULT_CHECKPOINT
-    """GR00T N1.5 checkpoint: directory or Hugging Face hub id (config.json, safetensors, experiment_cfg/metadata.json)"""
-    groot_revision: str | None = None
-    """hub branch/tag/commit of --groot-model (phospho uploads each training step as a branch)"""
-    groot_tokenizer: str = DEFAULT_TOKENIZER
-    """Eagle 2.5 tokenizer: directory or hub id (local backend)"""
-    groot_backend: str = "local"
-    """local: the model runs in this process on --device; server: an Isaac-GR00T inference server at host:port"""
-    groot_host: str = "localhost"
-    """host of the GR00T inference server (server backend)"""
-    groot_port: int = 5555
-    """port of the GR00T inference server (server backend)"""
-    groot_timeout: float = 15.0
-    """seconds to wait for the server's reply before failing (server backend)"""
-    groot_dtype: str | None = None
-    """weight and compute dtype of the local model, bfloat16 (as Isaac) or float32; default: the checkpoint's (config.json torch_dtype)"""
-    groot_instruction: str = GROOT_DEFAULT_INSTRUCTION
-    """language instruction sent with every query; use the task text of the fine-tuning dataset"""
-    groot_camera_map: dict[str, str] | None = None
-    """checkpoint camera -> sim camera (top_view, wrist), e.g. `front top_view wrist wrist`; default from the metadata"""
-    groot_state_keys: list[str] | None = None
-    """checkpoint state keys in joint order (shoulder_pan ... gripper); default from the metadata"""
-    groot_action_keys: list[str] | None = None
-    """checkpoint action keys in joint order; default from the metadata"""
-    groot_units: str | None = None
-    """joint units of the checkpoint: radians, degrees or range (LeRobot's [-100, 100]); default: what finetune_groot.py recorded in the checkpoint, else read from its statistics"""
-    chunk_steps: int | None = None
-    """steps of each action chunk executed open-loop before the env asks for a new one; default: the whole chunk
-    (16 for N1.5). On the small sim base, 16 against 8: 72 % against 66 % alone, and half the GR00T calls"""
-    image_size: int = 224
-    """pixel size of the rendered camera images (resized to the checkpoint's training resolution) and of the videos"""
-    groot_noise: str = "zero"
-    """start of each chunk's flow in the local model: zero (the Gaussian's mean: a deterministic base, 84 % alone on the
-    small sim base) or random (a fresh draw per call, as Isaac-GR00T: 69 %); a server draws its own"""
-    keep_corrections: bool = True
-    """shift the rest of each chunk by the residual's executed correction, so the next step does not steer it back to
-    GR00T's absolute target (a constant push moved a joint 2.8 degrees in 8 steps with it, 1.95 without)"""
+    groot: GrootOptions = field(default_factory=lambda: GrootOptions(noise="zero"))
+    """the GR00T base; deterministic by default (noise zero), so the residual corrects a base it can predict"""
 
     # Residual RL
     alpha: float = 0.3
     """residual scale: action = base + alpha * residual (final value when a schedule is used)"""
     alpha_start: float | None = 0.2
-    """if set, alpha ramps linearly from alpha_start to alpha over `alpha_ramp_fraction` of training"""
-    alpha_ramp_fraction: float = 0.5
-    """fraction of the iterations over which alpha ramps"""
-    act_scale: float = 0.02
-    """radians of joint-target change per unit of normalized action"""
+    """if set, alpha ramps linearly from alpha_start to alpha over the first half of training"""
     residual_penalty: float = 0.001
     """reward penalty per step: residual_penalty * ||residual||^2"""
     residual_log_std: float = -1.0
@@ -134,14 +103,7 @@ class Args:
     tape_half_size: float = 0.08
     """inner half-size of the tape square at the end of the curriculum (and at evaluation)"""
     curriculum_start_half_size: float | None = None
-    """if set, training starts with this larger square and shrinks it as success rises (off: a base that already
-    succeeds most of the time gives enough successes on the final square, and its failures only show there)"""
-    curriculum_step: float = 0.01
-    """how much the square shrinks each time the success threshold is met"""
-    curriculum_success_threshold: float = 0.8
-    """training success rate (over the last `curriculum_window` episodes) that shrinks the square"""
-    curriculum_window: int = 64
-    """episodes the curriculum's success rate is computed over"""
+    """if set, training starts with this larger square and shrinks it 1 cm at a time, each time 80 % of the last 64 training episodes succeeded (off: a base that already succeeds most of the time gives enough successes on the final square, and its failures only show there)"""
 
     # PPO
     total_timesteps: int = 500_000
@@ -181,8 +143,6 @@ class Args:
     """stop the epoch loop early when the approximate KL exceeds this"""
     hidden_size: int = 256
     """width of the two hidden layers of actor and critic"""
-    reward_scale: float = 0.1
-    """rewards are multiplied by this before learning (returns of a few units suit the critic)"""
 
     # Evaluation, video, checkpoints
     eval_every: int = 25
@@ -192,7 +152,8 @@ class Args:
     capture_video: bool = True
     """render the first evaluation episode as a dual-camera MP4 and show it in TensorBoard"""
     resume: str | None = None
-    """checkpoint to continue from (its run directory is reused)"""
+    """checkpoint to continue from, RUN/checkpoints/NAME.pt: the run goes on in RUN, whatever the file says (to branch
+    a run, copy it, `cp -a RUN COPY`, and resume the copy); refused while another trainer still writes RUN"""
 
     # filled in at runtime
     batch_size: int = 0
@@ -201,48 +162,31 @@ class Args:
 
 
 def validate_args(args: Args) -> None:
+    """Every option checked before anything is built: one line per problem, exit status 2."""
     problems = option_problems(
         args,
-        at_least=dict(total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, hidden_size=1,
-                      torch_threads=1, chunk_steps=1, groot_port=0, critic_warmup_iterations=0, eval_every=0,
-                      eval_episodes=1, image_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
-                      gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
-                      tape_half_size=0.02, curriculum_start_half_size=0.02, curriculum_success_threshold=0.0),
-        above=dict(groot_timeout=0.0, learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
-                   curriculum_step=0.0, alpha_ramp_fraction=0.0),
-        at_most=dict(chunk_steps=16, groot_port=65535, alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,
-                     curriculum_success_threshold=1.0, num_envs=MAX_ENVS, act_scale=0.2, residual_log_std=2.0,
-                     tape_half_size=0.3, curriculum_start_half_size=0.3),
-    )
-    if args.groot_backend not in GROOT_BACKENDS:
-        problems.append(f"--groot-backend {args.groot_backend!r} is unknown; choose one of {list(GROOT_BACKENDS)}")
-    if args.groot_noise not in NOISE_MODES:
-        problems.append(f"--groot-noise {args.groot_noise!r} is unknown; choose one of {list(NOISE_MODES)}")
-    if args.num_envs * args.num_steps < args.num_minibatches:
-        problems.append("--num-envs * --num-steps must be at least --num-minibatches")
-    if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+        within=dict(seed=(0, MAX_SEED), torch_threads=(1, MAX_TORCH_THREADS), alpha=(0.0, 1.0), alpha_start=(0.0, 1.0),
+                    residual_penalty=(0.0, 100.0), residual_log_std=(-10.0, 2.0), critic_warmup_iterations=(0, 10**6),
+                    tape_half_size=(0.02, 0.3), curriculum_start_half_size=(0.02, 0.3), total_timesteps=(1, 10**10),
+                    num_envs=(1, MAX_ENVS), num_steps=(1, MAX_BATCH_SIZE), gamma=(0.0, 1.0),
+                    gae_lambda=(0.0, 1.0), num_minibatches=(1, MAX_BATCH_SIZE), update_epochs=(1, 1000),
+                    clip_coef=(0.0, 1.0), ent_coef=(0.0, 1.0), vf_coef=(0.0, 10.0), hidden_size=(1, 4096),
+                    eval_every=(0, 10**6), eval_episodes=(1, 10_000)),
+        above=dict(learning_rate=0.0, max_grad_norm=0.0, target_kl=0.0),
+        at_most=dict(learning_rate=1.0, max_grad_norm=100.0, target_kl=10.0),
+    ) + name_problems(args, "exp_name") + device_problems(args.device) + args.groot.problems()
+    batch = args.num_envs * args.num_steps  # env steps per rollout
+    if not problems and not args.num_minibatches <= batch <= MAX_BATCH_SIZE:  # options out of range are named already
+        problems.append(f"--num-envs * --num-steps must be within [--num-minibatches, {MAX_BATCH_SIZE}], got {batch}")
+    refuse(problems)
 
 
 def make_env(args: Args, tape_half_size: float):
     def thunk():
-        env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size,
-                                            image_size=args.image_size)
+        env = so101_env.SO101PaperSquareEnv(tape_half_size=tape_half_size, image_size=IMAGE_SIZE)
         return gym.wrappers.RecordEpisodeStatistics(env)
 
     return thunk
-
-
-def groot_options(args: Args) -> dict:
-    """GR00TBasePolicy keyword arguments from the command line."""
-    return dict(
-        checkpoint=args.groot_model, revision=args.groot_revision, tokenizer=args.groot_tokenizer,
-        backend=args.groot_backend, host=args.groot_host, port=args.groot_port, timeout_s=args.groot_timeout,
-        dtype=args.groot_dtype, device=args.device, instruction=args.groot_instruction,
-        camera_map=args.groot_camera_map, state_keys=args.groot_state_keys, action_keys=args.groot_action_keys,
-        units=args.groot_units, chunk_steps=args.chunk_steps, seed=args.seed, keep_corrections=args.keep_corrections,
-        noise=args.groot_noise,
-    )
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -309,6 +253,8 @@ class Agent(nn.Module):
         return torch.cat([self.state_norm(state), base_action], dim=-1)
 
     def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """The deterministic residual, the mean the rollouts sample around. Every checkpoint holds it as an exported
+        program that eval_policy.py runs instead of this file: a copy with another actor is evaluated as it trained."""
         return self.actor_mean(self.actor_input(state, base_action))
 
     def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
@@ -330,7 +276,7 @@ def alpha_at(args: Args, iteration: int) -> float:
     """Residual scale for a (1-based) iteration under the linear schedule."""
     if args.alpha_start is None:
         return args.alpha
-    ramp = max(1, int(args.alpha_ramp_fraction * args.num_iterations))
+    ramp = max(1, int(ALPHA_RAMP_FRACTION * args.num_iterations))
     progress = min(1.0, (iteration - 1) / ramp)
     return args.alpha_start + (args.alpha - args.alpha_start) * progress
 
@@ -392,7 +338,7 @@ class RolloutCollector:
             self.next_obs, reward, terminations, truncations, infos = self.envs.step(action)
             penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
             stats["penalties"].append(penalty.mean())
-            reward = (reward - penalty) * args.reward_scale
+            reward = (reward - penalty) * REWARD_SCALE
             self.next_done = np.logical_or(terminations, truncations)
             self.base.reset(self.next_done)
 
@@ -430,8 +376,8 @@ class RolloutCollector:
 
 def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
-    env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size,
-                                        render_mode="rgb_array" if record_video else None, image_size=args.image_size)
+    env = so101_env.SO101PaperSquareEnv(tape_half_size=args.tape_half_size, render_mode="rgb_array" if record_video else None,
+                                        image_size=IMAGE_SIZE)
     device = next(agent.parameters()).device
 
     def residual_mean(states: np.ndarray, base_action: np.ndarray) -> np.ndarray:
@@ -448,27 +394,33 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
 
 def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
-    for this run alone, or the resumed run's."""
-    try:
-        resume = load_checkpoint(args.resume, base_policy="groot") if args.resume else None
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"cannot resume: {error}") from None
-    if resume is not None:
+    for this run alone, or the one that holds the resumed checkpoint (never one named in the file)."""
+    resume, named = None, args.groot
+    if args.resume:
+        try:
+            resume, run_dir = load_resume(args.resume, Args(), base_policy="groot")
+        except (FileNotFoundError, ValueError) as error:
+            raise BadInput(f"cannot resume: {error}") from None
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:
             print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
                   "(only a larger --total-timesteps extends a run)")
     validate_args(args)
+    if resume is not None:
+        try:  # a saved GR00T server or hub checkpoint is used only when this command line names it too
+            args.groot = args.groot.confirmed_by(named, "resume it")
+            check_agent_state(resume, args.resume, Agent(so101_env.STATE_DIM, so101_env.ACTION_DIM, args.hidden_size))
+        except ValueError as error:
+            raise BadInput(f"cannot resume: {error}") from None
+    args.groot.check_checkpoint()  # before the run directory: a wrong --groot.model leaves nothing behind
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
     if resume is not None and resume["iteration"] >= args.num_iterations:
-        raise SystemExit(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
-                         f"give a larger --total-timesteps than {args.total_timesteps}")
+        raise BadInput(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
+                       f"give a larger --total-timesteps than {args.total_timesteps}")
 
-    if resume is not None:
-        run_dir = pathlib.Path(resume["run_dir"])
-    else:
+    if resume is None:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__groot__{args.seed}__{int(time.time())}"
         run_dir = create_run_dir(args.run_dir, run_name)
     return args, resume, run_dir
@@ -476,19 +428,24 @@ def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
 
 def main(args: Args) -> pathlib.Path:
     args, resume, run_dir = prepare_run(args)
+    with hold_run_dir(run_dir):  # until this run ends, another trainer resuming it is refused
+        return train(args, resume, run_dir)
+
+
+def train(args: Args, resume: dict | None, run_dir: pathlib.Path) -> pathlib.Path:
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_dir.name, save_code=True)
+                   config=dataclasses.asdict(args), name=run_dir.name, save_code=True)
     # On resume, drop what an interrupted run logged after its checkpoint, so no step is logged twice.
     writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.deterministic = True
     # One thread until the rollout workers are forked: a child forked after OpenMP started its
     # thread pool can deadlock in its first parallel torch operation.
     torch.set_num_threads(1)
@@ -504,9 +461,15 @@ def main(args: Args) -> pathlib.Path:
                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     # The env workers are forked above, before the model touches CUDA. The evaluation base shares
     # the training base's model: one GR00T instance in memory.
-    base = make_base_policy("groot", num_envs=args.num_envs, act_scale=args.act_scale, **groot_options(args))
-    eval_base = make_base_policy("groot", num_envs=1, act_scale=args.act_scale, model=base.model, **groot_options(args))
-    print(f"GR00T base ({args.groot_backend}): cameras {base.camera_map}, state keys {base.state_keys}, "
+    base_kwargs = dict(device=args.device, seed=args.seed, **args.groot.base_kwargs())
+    try:
+        base = make_base_policy("groot", num_envs=args.num_envs, **base_kwargs)
+    except (FileNotFoundError, ValueError) as error:
+        raise BadInput(f"cannot load the GR00T base: {error}") from None
+    except (ConnectionError, TimeoutError) as error:
+        raise SystemExit(f"cannot reach the GR00T server: {error}") from None
+    eval_base = make_base_policy("groot", num_envs=1, model=base.model, **base_kwargs)
+    print(f"GR00T base ({args.groot.backend}): cameras {base.camera_map}, state keys {base.state_keys}, "
           f"action keys {base.action_keys}, units {base.units}")
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
@@ -530,12 +493,14 @@ def main(args: Args) -> pathlib.Path:
         path = run_dir / "checkpoints" / f"{name}.pt"
         save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "trainer": os.path.basename(__file__), "agent": agent.state_dict(),
-            "optimizer": optimizer.state_dict(), "actor_activation": "tanh", "obs_clip": agent.state_norm.clip,
-            "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
+            "optimizer": optimizer.state_dict(),
+            "actor_program": export_actor(agent.residual_mean, state_dim, action_dim),  # what evaluation runs
+            "args": {k: v for k, v in dataclasses.asdict(dataclasses.replace(args, groot=args.groot.portable())).items()
+                     if k not in ("batch_size", "minibatch_size", "num_iterations")},  # the committed GR00T by its name
             "base_config": eval_base.config(), "state_dim": state_dim, "action_dim": action_dim,
             "global_step": global_step, "iteration": iteration, "alpha": alpha_at(args, iteration),
             "tape_half_size": tape_half_size, "best_eval": best_eval,
-            "recent_successes": recent_successes[-args.curriculum_window :], "run_dir": str(run_dir),
+            "recent_successes": recent_successes[-CURRICULUM_WINDOW:],
         })
         return path
 
@@ -639,13 +604,13 @@ def main(args: Args) -> pathlib.Path:
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
             # Curriculum on the square size, driven by recent training success
-            recent_successes = (recent_successes + episode_successes)[-args.curriculum_window :]
+            recent_successes = (recent_successes + episode_successes)[-CURRICULUM_WINDOW:]
             if (
                 tape_half_size > args.tape_half_size
-                and len(recent_successes) >= args.curriculum_window
-                and np.mean(recent_successes) >= args.curriculum_success_threshold
+                and len(recent_successes) >= CURRICULUM_WINDOW
+                and np.mean(recent_successes) >= CURRICULUM_THRESHOLD
             ):
-                tape_half_size = max(args.tape_half_size, tape_half_size - args.curriculum_step)
+                tape_half_size = max(args.tape_half_size, tape_half_size - CURRICULUM_STEP)
                 collector.set_tape_half_size(tape_half_size)
                 recent_successes = []
 

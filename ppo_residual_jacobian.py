@@ -22,12 +22,14 @@ Everything algorithmic lives in this file on purpose: copy it to try an idea.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pathlib
 import random
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -37,14 +39,24 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
-from base_policies import BASE_POLICIES, base_policy_kwargs, compose_action, make_base_policy
-from episodes import ResidualPolicy, run_episode
-from checkpoint_io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from base_policies import BASE_POLICIES, ResidualPolicy, base_policy_kwargs, compose_action, make_base_policy
+from episodes import run_episode
+from actor_program import export_actor
+from checkpoint_io import CHECKPOINT_FORMAT, check_agent_state, load_checkpoint, load_resume, save_checkpoint
+from command_line import (MAX_SEED, MAX_TORCH_THREADS, BadInput, device_problems, name_problems, option_problems,
+                          refuse, resume_options)
 from rollout_workers import RolloutWorkers
-from run_utils import StopSignals, close_writer, create_run_dir, option_problems, resume_options, write_video
+from run_dirs import create_run_dir, hold_run_dir
+from stop_signals import StopSignals, close_writer
+from videos import write_video
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 MAX_ENVS = 256  # each env holds its own MuJoCo model and data; beyond this a CPU machine only swaps
+MAX_BATCH_SIZE = 2**20  # env steps per rollout (num_envs * num_steps): the rollout's storage, ~300 MB
+ALPHA_RAMP_FRACTION = 0.5  # alpha ramps from --alpha-start to --alpha over this fraction of the iterations
+CURRICULUM_STEP, CURRICULUM_THRESHOLD, CURRICULUM_WINDOW = 0.01, 0.8, 64  # shrink 1 cm when 80 % of 64 episodes succeed
+REWARD_SCALE = 0.1  # rewards are scaled before learning: returns of a few units suit the critic
+VIDEO_SIZE = 160  # pixels of each camera view in the evaluation videos
 
 
 @dataclass
@@ -53,8 +65,6 @@ class Args:
     """name of this experiment (part of the run directory name)"""
     seed: int = 1
     """seed of the experiment (envs get seed, seed + 1, ...)"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
     device: str = "cpu"
     """torch device for the agent; the MLP is small, so the CPU is usually fastest"""
     torch_threads: int = 1
@@ -69,8 +79,8 @@ class Args:
     """directory that holds one sub-directory per run"""
 
     # Residual RL
-    base_policy: str = "jacobian"
-    """base policy: jacobian, zero (pure RL with --alpha 1.0 --alpha-start 1.0), il (needs --il-checkpoint), hybrid (needs --hybrid-spec)"""
+    base_policy: Literal["jacobian", "zero", "il", "hybrid"] = "jacobian"
+    """base policy: jacobian, zero (pure RL with --alpha 1.0 --alpha-start 1.0), il (needs --il-checkpoint), hybrid (needs --hybrid-spec); GR00T: ppo_residual_groot.py"""
     il_checkpoint: str | None = None
     """BC checkpoint (train_bc.py) of the il base, also used by il members of a hybrid base"""
     hybrid_spec: str | None = None
@@ -78,11 +88,7 @@ class Args:
     alpha: float = 0.5
     """residual scale: action = base + alpha * residual (final value when a schedule is used)"""
     alpha_start: float | None = 0.2
-    """if set, alpha ramps linearly from alpha_start to alpha over `alpha_ramp_fraction` of training"""
-    alpha_ramp_fraction: float = 0.5
-    """fraction of the iterations over which alpha ramps"""
-    act_scale: float = 0.02
-    """radians of joint-target change per unit of normalized action"""
+    """if set, alpha ramps linearly from alpha_start to alpha over the first half of training"""
     residual_penalty: float = 0.001
     """reward penalty per step: residual_penalty * ||residual||^2"""
     residual_log_std: float = -1.0
@@ -97,13 +103,7 @@ class Args:
     tape_half_size: float = 0.08
     """inner half-size of the tape square at the end of the curriculum (and at evaluation)"""
     curriculum_start_half_size: float | None = 0.12
-    """if set, training starts with this larger square and shrinks it as success rises"""
-    curriculum_step: float = 0.01
-    """how much the square shrinks each time the success threshold is met"""
-    curriculum_success_threshold: float = 0.8
-    """training success rate (over the last `curriculum_window` episodes) that shrinks the square"""
-    curriculum_window: int = 64
-    """episodes the curriculum's success rate is computed over"""
+    """if set, training starts with this larger square and shrinks it 1 cm at a time, each time 80 % of the last 64 training episodes succeeded"""
 
     # PPO
     total_timesteps: int = 500_000
@@ -142,8 +142,6 @@ class Args:
     """stop the epoch loop early when the approximate KL exceeds this"""
     hidden_size: int = 256
     """width of the two hidden layers of actor and critic"""
-    reward_scale: float = 0.1
-    """rewards are multiplied by this before learning (returns of a few units suit the critic)"""
 
     # Evaluation, video, checkpoints
     eval_every: int = 25
@@ -152,10 +150,9 @@ class Args:
     """deterministic evaluation episodes per evaluation (fixed seeds, final square size); 20 cannot tell checkpoints apart"""
     capture_video: bool = True
     """render the first evaluation episode as a dual-camera MP4 and show it in TensorBoard"""
-    video_size: int = 160
-    """pixel size of each camera view in the videos"""
     resume: str | None = None
-    """checkpoint to continue from (its run directory is reused)"""
+    """checkpoint to continue from, RUN/checkpoints/NAME.pt: the run goes on in RUN, whatever the file says (to branch
+    a run, copy it, `cp -a RUN COPY`, and resume the copy); refused while another trainer still writes RUN"""
 
     # filled in at runtime
     batch_size: int = 0
@@ -164,41 +161,38 @@ class Args:
 
 
 def validate_args(args: Args) -> None:
+    """Every option checked before anything is built: one line per problem, exit status 2."""
     problems = option_problems(
         args,
-        at_least=dict(total_timesteps=1, num_envs=1, num_steps=1, num_minibatches=1, update_epochs=1, hidden_size=1,
-                      torch_threads=1, num_workers=0, critic_warmup_iterations=0, eval_every=0, eval_episodes=1,
-                      video_size=16, curriculum_window=1, alpha=0.0, alpha_start=0.0, residual_penalty=0.0,
-                      reach_reward_weight=0.0, gamma=0.0, gae_lambda=0.0, clip_coef=0.0, ent_coef=0.0, vf_coef=0.0, residual_log_std=-10.0,
-                      tape_half_size=0.02, curriculum_start_half_size=0.02, curriculum_success_threshold=0.0),
-        above=dict(learning_rate=0.0, act_scale=0.0, max_grad_norm=0.0, reward_scale=0.0, target_kl=0.0,
-                   curriculum_step=0.0, alpha_ramp_fraction=0.0, randomization_scale=0.0),
-        at_most=dict(alpha=1.0, alpha_start=1.0, gamma=1.0, gae_lambda=1.0, alpha_ramp_fraction=1.0,
-                     curriculum_success_threshold=1.0, num_envs=MAX_ENVS, act_scale=0.2, residual_log_std=2.0,
-                     tape_half_size=0.3, curriculum_start_half_size=0.3, randomization_scale=so101_env.MAX_RANDOMIZATION_SCALE),
-    )
+        within=dict(seed=(0, MAX_SEED), torch_threads=(1, MAX_TORCH_THREADS), alpha=(0.0, 1.0), alpha_start=(0.0, 1.0),
+                    residual_penalty=(0.0, 100.0), residual_log_std=(-10.0, 2.0),
+                    reach_reward_weight=(0.0, so101_env.MAX_REWARD_WEIGHT), critic_warmup_iterations=(0, 10**6),
+                    tape_half_size=(0.02, 0.3), curriculum_start_half_size=(0.02, 0.3), total_timesteps=(1, 10**10),
+                    num_envs=(1, MAX_ENVS), num_workers=(0, MAX_ENVS), num_steps=(1, MAX_BATCH_SIZE), gamma=(0.0, 1.0),
+                    gae_lambda=(0.0, 1.0), num_minibatches=(1, MAX_BATCH_SIZE), update_epochs=(1, 1000),
+                    clip_coef=(0.0, 1.0), ent_coef=(0.0, 1.0), vf_coef=(0.0, 10.0), hidden_size=(1, 4096),
+                    eval_every=(0, 10**6), eval_episodes=(1, 10_000)),
+        above=dict(learning_rate=0.0, max_grad_norm=0.0, target_kl=0.0, randomization_scale=0.0),
+        at_most=dict(learning_rate=1.0, max_grad_norm=100.0, target_kl=10.0,
+                     randomization_scale=so101_env.MAX_RANDOMIZATION_SCALE),
+    ) + name_problems(args, "exp_name") + device_problems(args.device)
+    batch = args.num_envs * args.num_steps  # env steps per rollout
+    if not problems and not args.num_minibatches <= batch <= MAX_BATCH_SIZE:  # options out of range are named already
+        problems.append(f"--num-envs * --num-steps must be within [--num-minibatches, {MAX_BATCH_SIZE}], got {batch}")
     if not problems:  # a scale outside its bounds has been named already
         problems += so101_env.randomization_problems(args.randomization_scale)
-    if args.base_policy == "groot":
-        problems.append("--base-policy groot needs camera images: train it with ppo_residual_groot.py")
-    elif args.base_policy not in BASE_POLICIES:
-        problems.append(f"--base-policy {args.base_policy!r} is unknown; choose one of {sorted(BASE_POLICIES)}")
-    else:
-        try:
-            base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
-        except ValueError as error:
-            problems.append(str(error))
+    try:
+        base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
+    except ValueError as error:
+        problems.append(str(error))
     if args.il_checkpoint is not None and not pathlib.Path(args.il_checkpoint).is_file():
         problems.append(f"--il-checkpoint {args.il_checkpoint} does not exist; train one with train_bc.py")
-    if args.num_envs * args.num_steps < args.num_minibatches:
-        problems.append("--num-envs * --num-steps must be at least --num-minibatches")
-    if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+    refuse(problems)
 
 
 def make_env(args: Args, tape_half_size: float):
     def thunk():
-        env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size,
+        env = so101_env.SO101PaperSquareEnv(tape_half_size=tape_half_size,
                                             reward_weights=so101_env.RewardWeights(reach=args.reach_reward_weight),
                                             randomization=so101_env.scaled_randomization(args.randomization_scale))
         return gym.wrappers.RecordEpisodeStatistics(env)
@@ -270,6 +264,8 @@ class Agent(nn.Module):
         return torch.cat([self.state_norm(state), base_action], dim=-1)
 
     def residual_mean(self, state: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+        """The deterministic residual, the mean the rollouts sample around. Every checkpoint holds it as an exported
+        program that eval_policy.py runs instead of this file: a copy with another actor is evaluated as it trained."""
         return self.actor_mean(self.actor_input(state, base_action))
 
     def get_action_and_value(self, actor_input: torch.Tensor, residual: torch.Tensor | None = None):
@@ -291,7 +287,7 @@ def alpha_at(args: Args, iteration: int) -> float:
     """Residual scale for a (1-based) iteration under the linear schedule."""
     if args.alpha_start is None:
         return args.alpha
-    ramp = max(1, int(args.alpha_ramp_fraction * args.num_iterations))
+    ramp = max(1, int(ALPHA_RAMP_FRACTION * args.num_iterations))
     progress = min(1.0, (iteration - 1) / ramp)
     return args.alpha_start + (args.alpha - args.alpha_start) * progress
 
@@ -353,7 +349,7 @@ class RolloutCollector:
             )
             penalty = args.residual_penalty * np.square(np.clip(residual_np, -1, 1)).sum(1)
             stats["penalties"].append(penalty.mean())
-            reward = (reward - penalty) * args.reward_scale
+            reward = (reward - penalty) * REWARD_SCALE
             self.next_done = np.logical_or(terminations, truncations)
             self.base.reset(self.next_done)
 
@@ -390,7 +386,7 @@ def make_rollout_collector(args: Args, agent: Agent, storage: RolloutStorage, ta
     def make_collector(columns: slice) -> RolloutCollector:
         envs = gym.vector.SyncVectorEnv([make_env(args, tape_half_size) for _ in range(columns.stop - columns.start)],
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        base = make_base_policy(args.base_policy, num_envs=envs.num_envs, act_scale=args.act_scale, **base_kwargs)
+        base = make_base_policy(args.base_policy, num_envs=envs.num_envs, **base_kwargs)
         return RolloutCollector(args, envs, base, agent, storage, columns, seed)
 
     num_workers = min(args.num_envs, (os.cpu_count() or 1) if args.num_workers is None else args.num_workers)
@@ -405,8 +401,8 @@ def make_rollout_collector(args: Args, agent: Agent, storage: RolloutStorage, ta
 
 def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
     """Deterministic episodes (residual mean) on fixed seeds; optionally the first as dual-camera frames."""
-    env = so101_env.SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size,
-                                        render_mode="rgb_array" if record_video else None, image_size=args.video_size)
+    env = so101_env.SO101PaperSquareEnv(tape_half_size=args.tape_half_size, render_mode="rgb_array" if record_video else None,
+                                        image_size=VIDEO_SIZE)
     device = next(agent.parameters()).device
 
     def residual_mean(states: np.ndarray, base_action: np.ndarray) -> np.ndarray:
@@ -423,30 +419,34 @@ def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
 
 def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     """Checked options, the checkpoint to resume (or None) and the run directory: a new one, created
-    for this run alone, or the resumed run's."""
-    try:
-        resume = load_checkpoint(args.resume) if args.resume else None
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"cannot resume: {error}") from None
-    if resume is not None:
-        if BASE_POLICIES.get(resume["base_config"]["name"], None) is None or resume["args"].get("groot_model"):
-            raise SystemExit(f"{args.resume} was trained on the {resume['base_config']['name']!r} base by "
-                             f"{resume.get('trainer', 'another script')}; resume it with that script")
+    for this run alone, or the one that holds the resumed checkpoint (never one named in the file)."""
+    resume = None
+    if args.resume:
+        try:
+            resume, run_dir = load_resume(args.resume, Args())
+        except (FileNotFoundError, ValueError) as error:
+            raise BadInput(f"cannot resume: {error}") from None
+        if resume["base_config"]["name"] not in BASE_POLICIES or resume["base_config"]["name"] == "groot":
+            raise BadInput(f"{args.resume} was trained on the {resume['base_config']['name']!r} base by "
+                           f"{resume.get('trainer', 'another script')}; resume it with that script")
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:
             print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
                   "(only a larger --total-timesteps extends a run)")
     validate_args(args)
+    if resume is not None:
+        try:
+            check_agent_state(resume, args.resume, Agent(so101_env.STATE_DIM, so101_env.ACTION_DIM, args.hidden_size))
+        except ValueError as error:
+            raise BadInput(f"cannot resume: {error}") from None
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = max(1, args.total_timesteps // args.batch_size)
     if resume is not None and resume["iteration"] >= args.num_iterations:
-        raise SystemExit(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
-                         f"give a larger --total-timesteps than {args.total_timesteps}")
+        raise BadInput(f"{args.resume} is a finished run ({resume['global_step']} steps); to train on, "
+                       f"give a larger --total-timesteps than {args.total_timesteps}")
 
-    if resume is not None:
-        run_dir = pathlib.Path(resume["run_dir"])
-    else:
+    if resume is None:
         run_name = f"{so101_env.ENV_ID}__{args.exp_name}__{args.base_policy}__{args.seed}__{int(time.time())}"
         run_dir = create_run_dir(args.run_dir, run_name)
     return args, resume, run_dir
@@ -454,19 +454,24 @@ def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
 
 def main(args: Args) -> pathlib.Path:
     args, resume, run_dir = prepare_run(args)
+    with hold_run_dir(run_dir):  # until this run ends, another trainer resuming it is refused
+        return train(args, resume, run_dir)
+
+
+def train(args: Args, resume: dict | None, run_dir: pathlib.Path) -> pathlib.Path:
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_dir.name, save_code=True)
+                   config=dataclasses.asdict(args), name=run_dir.name, save_code=True)
     # On resume, drop what an interrupted run logged after its checkpoint, so no step is logged twice.
     writer = SummaryWriter(str(run_dir), purge_step=resume["global_step"] + 1 if resume else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
 
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.deterministic = True
     # One thread until the rollout workers are forked: a child forked after OpenMP started its
     # thread pool can deadlock in its first parallel torch operation.
     torch.set_num_threads(1)
@@ -478,7 +483,7 @@ def main(args: Args) -> pathlib.Path:
     if resume is not None:
         tape_half_size = resume["tape_half_size"]
     base_kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
-    eval_base = make_base_policy(args.base_policy, num_envs=1, act_scale=args.act_scale, **base_kwargs)
+    eval_base = make_base_policy(args.base_policy, num_envs=1, **base_kwargs)
 
     state_dim, action_dim = so101_env.STATE_DIM, so101_env.ACTION_DIM
     agent = Agent(state_dim, action_dim, args.hidden_size, args.residual_log_std).to(device)
@@ -501,12 +506,13 @@ def main(args: Args) -> pathlib.Path:
         path = run_dir / "checkpoints" / f"{name}.pt"
         save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "trainer": os.path.basename(__file__), "agent": agent.state_dict(),
-            "optimizer": optimizer.state_dict(), "actor_activation": "tanh", "obs_clip": agent.state_norm.clip,
-            "args": {k: v for k, v in vars(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
+            "optimizer": optimizer.state_dict(),
+            "actor_program": export_actor(agent.residual_mean, state_dim, action_dim),  # what evaluation runs
+            "args": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("batch_size", "minibatch_size", "num_iterations")},
             "base_config": eval_base.config(), "state_dim": state_dim, "action_dim": action_dim,
             "global_step": global_step, "iteration": iteration, "alpha": alpha_at(args, iteration),
             "tape_half_size": tape_half_size, "best_eval": best_eval,
-            "recent_successes": recent_successes[-args.curriculum_window :], "run_dir": str(run_dir),
+            "recent_successes": recent_successes[-CURRICULUM_WINDOW:],
         })
         return path
 
@@ -610,13 +616,13 @@ def main(args: Args) -> pathlib.Path:
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
             # Curriculum on the square size, driven by recent training success
-            recent_successes = (recent_successes + episode_successes)[-args.curriculum_window :]
+            recent_successes = (recent_successes + episode_successes)[-CURRICULUM_WINDOW:]
             if (
                 tape_half_size > args.tape_half_size
-                and len(recent_successes) >= args.curriculum_window
-                and np.mean(recent_successes) >= args.curriculum_success_threshold
+                and len(recent_successes) >= CURRICULUM_WINDOW
+                and np.mean(recent_successes) >= CURRICULUM_THRESHOLD
             ):
-                tape_half_size = max(args.tape_half_size, tape_half_size - args.curriculum_step)
+                tape_half_size = max(args.tape_half_size, tape_half_size - CURRICULUM_STEP)
                 collector.set_tape_half_size(tape_half_size)
                 recent_successes = []
 

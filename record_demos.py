@@ -14,8 +14,10 @@ once complete with at least one episode; the exit status is non-zero when none w
 output directory may be new or empty; one that holds a LeRobot dataset is replaced only with
 `--overwrite`, and only after the new one is complete (a failed or interrupted recording leaves it
 as it was); any other non-empty directory is refused. Nothing the program did not write is deleted
-but the dataset `--overwrite` replaces. Ctrl-C keeps the episodes recorded so far when nothing
-is being replaced.
+but the dataset `--overwrite` replaces. Ctrl-C or SIGTERM keeps the episodes recorded so far when
+nothing is being replaced (and leaves the old dataset when one is), says which, and exits 130 or 143.
+The output directory must not be a mount point: the staging directory beside it would be on another
+filesystem, so that is refused before recording (write into a new directory inside it).
 
 DART-style noise (`--dart-noise-std`): Gaussian noise is added to the action the env executes,
 while the dataset keeps the demonstrator's own action as the label. The demonstrator then
@@ -27,16 +29,17 @@ Cameras (`--cameras`): the top_view and wrist cameras are rendered at every step
 `--image-size` (224, what the GR00T N1.5 base is fed), and stored as LeRobot video features
 `observation.images.top_view` / `observation.images.wrist` (one H.264 MP4 per episode and camera,
 frame i = parquet row i), making the dataset LeRobot v2.1 with meta/episodes_stats.jsonl and
-Isaac-GR00T's meta/modality.json, so NVIDIA's fine-tuning scripts read it too (lerobot_dataset.py
-has the layout). Each attempt then prints a line with the recording rate. Off by default: without
+Isaac-GR00T's meta/modality.json, so NVIDIA's fine-tuning scripts read it too, with the stock
+`--data-config so100_dualcam` (modality.json names top_view `front`, as that config does; the
+layout and what Isaac's loader needs are in lerobot_dataset.py). Each attempt then prints a line with the recording rate. Off by default: without
 it nothing is rendered and the dataset is the state-only v2.0 one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,8 +47,10 @@ import tyro
 
 import groot_base  # noqa: F401  registers the groot base, so it can demonstrate too
 from base_policies import BASE_POLICIES, base_policy_kwargs, camera_images, make_base_policy
-from lerobot_dataset import JOINT_UNITS, DatasetWriter
-from so101_env import CAMERA_NAMES, SO101PaperSquareEnv
+from command_line import BadInput, option_problems
+from lerobot_dataset import DatasetWriter
+from so101_env import CAMERA_NAMES, MAX_IMAGE_SIZE, SO101PaperSquareEnv
+from stop_signals import StopSignals
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Args:
     """keep failed episodes as well"""
     seed: int = 100_000
     """attempt j is reset with seed `seed + j`"""
-    units: str = "degrees"
+    units: Literal["radians", "degrees", "range"] = "degrees"
     """joint units of observation.state and action: radians, degrees (LeRobot's default), range ([-100, 100])"""
     dart_noise_std: float = 0.1
     """std of Gaussian noise added to the executed normalized action; the label stays clean"""
@@ -79,7 +84,7 @@ class Args:
     cameras: bool = False
     """also record the top_view and wrist cameras as LeRobot videos (observation.images.*), with GR00T's meta/modality.json"""
     image_size: int = 224
-    """camera images are image_size x image_size pixels (even; 224 is what the GR00T N1.5 base is fed)"""
+    """camera images are image_size x image_size pixels (even, 16 to 480; 224 is what the GR00T N1.5 base is fed)"""
 
 
 TAPE_HALF_SIZE_RANGE = (0.02, 0.3)
@@ -88,41 +93,24 @@ TAPE_HALF_SIZE_RANGE = (0.02, 0.3)
 
 def validate_args(args: Args) -> None:
     """Refuse nonsense options with one message that names each of them."""
-    problems = []
+    low, high = TAPE_HALF_SIZE_RANGE
+    problems = option_problems(
+        args, at_least=dict(n_episodes=1, max_attempts=1, seed=0, image_size=16, dart_noise_std=0.0, tape_half_size=low),
+        above=dict(act_scale=0.0),
+        at_most=dict(seed=2**32 - 1, image_size=MAX_IMAGE_SIZE, dart_noise_std=1.0, act_scale=0.2, tape_half_size=high))
     if args.base_policy not in BASE_POLICIES:
         problems.append(f"unknown --base-policy {args.base_policy!r}; choose one of {sorted(BASE_POLICIES)}")
-    if args.units not in JOINT_UNITS:
-        problems.append(f"unknown --units {args.units!r}; choose one of {', '.join(JOINT_UNITS)}")
-    integers = [("n_episodes", args.n_episodes), ("max_attempts", args.max_attempts), ("seed", args.seed), ("image_size", args.image_size)]
-    for name, value in integers:
-        flag, least = "--" + name.replace("_", "-"), {"seed": 0, "image_size": 16}.get(name, 1)
-        if value is None and name == "max_attempts":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            problems.append(f"{flag} must be an integer, got {value!r}")
-        elif value < least:
-            problems.append(f"{flag} must be at least {least}, got {value}")
-        elif name == "image_size" and value % 2:
-            problems.append(f"{flag} must be even (H.264 in yuv420p halves the colour resolution), got {value}")
-    low, high = TAPE_HALF_SIZE_RANGE
-    for name, value, ok, requirement in [
-        ("dart_noise_std", args.dart_noise_std, lambda x: x >= 0, "a finite number >= 0"),
-        ("act_scale", args.act_scale, lambda x: x > 0, "a finite number > 0 (radians per unit action)"),
-        ("tape_half_size", args.tape_half_size, lambda x: low <= x <= high, f"a finite number within [{low}, {high}] m"),
-    ]:
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            problems.append(f"{flag} must be {requirement}, got {value!r}")
-        elif not math.isfinite(value) or not ok(value):
-            problems.append(f"{flag} must be {requirement}, got {value}")
+    if args.image_size % 2:
+        problems.append(f"--image-size must be even (H.264 in yuv420p halves the colour resolution), got {args.image_size}")
     if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
+        raise BadInput("invalid arguments:\n  " + "\n  ".join(problems))
 
 
 def main(args: Args) -> DatasetWriter:
     """Record; returns the closed writer, whose `root` holds the new dataset. Exits non-zero
-    (SystemExit) when no episode was kept, or when interrupted."""
+    (SystemExit) when no episode was kept, or when interrupted (130 for Ctrl-C, 143 for SIGTERM)."""
     validate_args(args)
+    stop = StopSignals()  # SIGTERM (a `kill`, a scheduler) ends a recording as Ctrl-C does: nothing half-written stays
     torch.set_num_threads(1)  # an il demonstrator's small network runs fastest on one thread
     try:
         kwargs = base_policy_kwargs(args.base_policy, args.il_checkpoint, args.hybrid_spec)
@@ -132,21 +120,23 @@ def main(args: Args) -> DatasetWriter:
         cameras = CAMERA_NAMES if args.cameras else ()
         writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite, cameras=cameras)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"cannot record: {error}") from error
+        raise BadInput(f"cannot record: {error}") from None
 
     start = time.perf_counter()
     try:
         interrupted = record_episodes(args, demonstrator, writer)
         published = writer.close()
+    except KeyboardInterrupt:  # while the dataset was being finished: it is either in place now, or discarded
+        writer.discard()
+        interrupted, published = True, writer.state == "published"
     except BaseException:
         writer.discard()  # what it wrote, only; --output-dir is left as it was
         raise
     old = "; the dataset already there is left as it was" if writer.replaces_dataset else ""
-    if interrupted and not published:
-        raise SystemExit(f"interrupted: nothing written to {args.output_dir}{old}")
     if interrupted:
-        print(f"interrupted: wrote the {len(writer.lengths)} episodes recorded so far to {args.output_dir}")
-        raise SystemExit(130)
+        print(f"interrupted: wrote the {len(writer.lengths)} episodes recorded so far to {args.output_dir}" if published
+              else f"interrupted: nothing written to {args.output_dir}{old}", flush=True)
+        raise SystemExit(stop.exit_status)
     if not published:
         raise SystemExit(
             f"kept 0 episodes in {max_attempts(args)} attempts (the demonstrator never succeeded"
@@ -173,7 +163,7 @@ def rate(writer: DatasetWriter, start: float) -> str:
 
 def record_episodes(args: Args, demonstrator, writer: DatasetWriter) -> bool:
     """Run attempts until `args.n_episodes` are kept or the attempts run out; returns whether
-    it was interrupted (Ctrl-C). An interruption while the dataset replaces an existing one
+    it was interrupted (Ctrl-C or SIGTERM). An interruption while the dataset replaces an existing one
     discards the recording here, so the old dataset stays."""
     env = SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=args.tape_half_size, image_size=args.image_size)
     noise = np.random.default_rng(args.seed)

@@ -168,6 +168,12 @@ ON_TABLE_MIN_NORMAL_Z = 0.98
 # Nothing in this scene moves the sheet this fast (a fall from the table reaches 4 m/s); a 5 g sheet
 # pinched by the jaw was seen leaving at km/s with every number finite, unseen by MuJoCo's checks.
 MAX_PAPER_SPEED = 20.0
+MAX_IMAGE_SIZE = 480
+"""pixels: the cameras render square images into the scene's 640 x 480 offscreen framebuffer"""
+MAX_EPISODE_STEPS = 100_000
+"""about 55 minutes at 30 Hz; the task takes seconds"""
+MAX_REWARD_WEIGHT = 1000.0
+"""100 times the largest default weight (success: 10)"""
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,11 @@ class RewardWeights:
     step that ends with the moving jaw's tip on the paper. 0 (the default) leaves the reward as it was."""
 
     def __post_init__(self):
-        if not (math.isfinite(self.reach) and self.reach >= 0):  # also refuses NaN
-            raise ValueError(f"RewardWeights.reach must be a finite number >= 0, got {self.reach}")
+        for field in dataclasses.fields(self):  # the signs are in the formula: every weight is >= 0
+            weight = getattr(self, field.name)
+            if not 0 <= weight <= MAX_REWARD_WEIGHT:  # also refuses NaN
+                raise ValueError(f"RewardWeights.{field.name} must be a finite number >= 0 and <= {MAX_REWARD_WEIGHT}, "
+                                 f"got {weight}")
 
 
 @dataclass(frozen=True)
@@ -194,13 +203,24 @@ class Randomization:
     """Per-reset domain randomization ranges (uniform, symmetric)."""
 
     paper_xy: float = 0.05
-    """paper position offset from nominal, metres, per axis"""
+    """paper position offset from nominal, metres, per axis; the env refuses one that could put the paper off the table"""
     paper_yaw: float = 0.3
-    """paper yaw, radians"""
+    """paper yaw, radians, within [0, pi]"""
     friction: float = 0.2
-    """relative change of the paper-table friction"""
+    """relative change of the paper-table friction, within [0, 1)"""
     mass: float = 0.1
-    """relative change of the paper mass"""
+    """relative change of the paper mass, within [0, 1)"""
+
+    def __post_init__(self):
+        if not 0 <= self.paper_xy < math.inf:  # also refuses NaN
+            raise ValueError(f"Randomization.paper_xy must be a finite number >= 0 (metres), got {self.paper_xy}")
+        if not 0 <= self.paper_yaw <= math.pi:
+            raise ValueError(f"Randomization.paper_yaw must be a finite number within [0, {math.pi:.4f}] (radians), "
+                             f"got {self.paper_yaw}")
+        for name in ("friction", "mass"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"Randomization.{name} must be within [0, 1) (a relative change: 1 could draw a zero "
+                                 f"{name}), got {getattr(self, name)}")
 
 
 MAX_RANDOMIZATION_SCALE = 3.0
@@ -214,24 +234,29 @@ def scaled_randomization(scale: float) -> Randomization:
     return dataclasses.replace(default, **{f.name: scale * getattr(default, f.name) for f in dataclasses.fields(default)})
 
 
+def max_paper_offset(model: mujoco.MjModel) -> float:
+    """The largest `Randomization.paper_xy` (metres) that keeps every corner of the sheet on the table, whatever its yaw."""
+    table = model.geom("table")
+    corner = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
+    return float(np.min(table.size[:2] - np.abs(PAPER_NOMINAL_XY - table.pos[:2]) - corner))
+
+
 def randomization_problems(scale: float) -> list[str]:
     """Why a --randomization-scale cannot give valid episodes: a zero or negative friction or mass could
     be drawn, or the paper could start off the table (whatever its yaw). Empty when it is fine."""
-    scaled, default = scaled_randomization(scale), Randomization()
+    default = Randomization()
     problems = []
     for field, what in (("friction", "paper-table friction"), ("mass", "paper mass")):
-        if getattr(scaled, field) >= 1:  # a draw of 1 - range would be <= 0
+        if scale * getattr(default, field) >= 1:  # a draw of 1 - range would be <= 0
             problems.append(
-                f"--randomization-scale {scale} widens the {what} range to +-{getattr(scaled, field):.0%}, so a reset "
-                f"could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
+                f"--randomization-scale {scale} widens the {what} range to +-{scale * getattr(default, field):.0%}, so a "
+                f"reset could draw a zero or negative {what}; use a scale below {1 / getattr(default, field):.3g}")
     model = mujoco.MjModel.from_xml_path(str(XML_PATH))  # the scene alone, a few milliseconds
-    table = model.geom("table")
-    corner = float(np.hypot(*model.geom("paper").size[:2]))  # a corner at any yaw: half the sheet's diagonal
-    farthest = np.abs(PAPER_NOMINAL_XY - table.pos[:2]) + scaled.paper_xy + corner
-    if np.any(farthest > table.size[:2]):
+    if scale * default.paper_xy > max_paper_offset(model):
+        table = model.geom("table").size
         problems.append(
-            f"--randomization-scale {scale} puts the paper up to {100 * scaled.paper_xy:.1f} cm from its nominal "
-            f"position, so a corner could start off the {2 * table.size[0]:.2f} x {2 * table.size[1]:.2f} m table; "
+            f"--randomization-scale {scale} puts the paper up to {100 * scale * default.paper_xy:.1f} cm from its nominal "
+            f"position, so a corner could start off the {2 * table[0]:.2f} x {2 * table[1]:.2f} m table; "
             f"use a smaller scale")
     return problems
 
@@ -263,10 +288,14 @@ class SO101PaperSquareEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if not 0 < act_scale <= 0.2:  # also refuses NaN
             raise ValueError(f"act_scale must be within (0, 0.2] radians per unit action, got {act_scale}")
-        if max_episode_steps <= 0:
-            raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
-        if image_size < 16:
-            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+        if not (isinstance(max_episode_steps, (int, np.integer)) and 1 <= max_episode_steps <= MAX_EPISODE_STEPS):
+            raise ValueError(f"max_episode_steps must be an integer within [1, {MAX_EPISODE_STEPS}], got {max_episode_steps}")
+        if not (isinstance(image_size, (int, np.integer)) and 16 <= image_size <= MAX_IMAGE_SIZE):
+            raise ValueError(f"image_size must be an integer within [16, {MAX_IMAGE_SIZE}] pixels (the scene's offscreen "
+                             f"framebuffer is 640 x 480), got {image_size}")
+        if not isinstance(reward_weights, RewardWeights) or not isinstance(randomization, Randomization):
+            raise ValueError(f"reward_weights must be a RewardWeights and randomization a Randomization, got "
+                             f"{type(reward_weights).__name__} and {type(randomization).__name__}")
         self.render_mode = render_mode
         self.use_image_obs = use_image_obs
         self.image_size = image_size
@@ -279,6 +308,9 @@ class SO101PaperSquareEnv(gym.Env):
         self.model = mujoco.MjModel.from_xml_path(str(xml_path))
         self.data = mujoco.MjData(self.model)
         m = self.model
+        if randomization.paper_xy > max_paper_offset(m):
+            raise ValueError(f"Randomization.paper_xy {randomization.paper_xy} m: the paper could start off the table "
+                             f"(it stays on up to {max_paper_offset(m):.3f} m); use a smaller offset")
         joint_ids = [m.joint(name).id for name in JOINT_NAMES]
         # The arm joints are consecutive in the model; slices keep the hot path cheap.
         self._arm_qpos = slice(m.jnt_qposadr[joint_ids[0]], m.jnt_qposadr[joint_ids[0]] + ACTION_DIM)

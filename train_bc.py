@@ -32,11 +32,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 import so101_env
 from base_policies import make_base_policy
-from bc_policy import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ChunkPolicy
+from bc_policy import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, SIZE_LIMITS, ChunkPolicy
 from checkpoint_io import save_checkpoint  # atomic write: a crash leaves the previous file
+from command_line import BadInput, option_problems
 from episodes import run_episode
 from lerobot_dataset import read_dataset
-from run_utils import create_run_dir, option_problems
+from run_dirs import create_run_dir
 from so101_env import ACTION_DIM
 
 
@@ -80,6 +81,8 @@ class Args:
     """after training, run this many env episodes with the il base (0 disables)"""
     output: str | None = None
     """checkpoint path; default runs/<run>/checkpoints/bc.pt"""
+    overwrite: bool = False
+    """replace the file at --output if there is one (without it, an existing --output is refused before training)"""
 
 
 def make_chunks(actions: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,27 +93,36 @@ def make_chunks(actions: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.nd
     return padded[index], index < length
 
 
+def check_output(path: pathlib.Path, overwrite: bool) -> None:
+    """Refuse an --output this run may not write: a directory, or an existing file unless --overwrite."""
+    if path.is_dir():
+        raise BadInput(f"--output {path} is a directory; give the path of the checkpoint file to write")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise BadInput(f"--output {path} already exists; pass --overwrite to replace it, or choose another path")
+
+
 def main(args: Args) -> pathlib.Path:
     problems = option_problems(
         args,
-        at_least=dict(torch_threads=1, chunk_size=1, chunk_steps=1, hidden_size=1, num_hidden_layers=0, batch_size=1,
-                      num_updates=1, log_every=1, eval_episodes=0, weight_decay=0.0, val_fraction=0.0),
+        at_least=dict(seed=0, torch_threads=1, chunk_steps=1, batch_size=1, num_updates=1, log_every=1, eval_episodes=0,
+                      weight_decay=0.0, val_fraction=0.0, **{name: low for name, (low, _) in SIZE_LIMITS.items()}),
         above=dict(act_scale=0.0, learning_rate=0.0),
-        at_most=dict(chunk_steps=args.chunk_size, act_scale=0.2, val_fraction=0.9),
+        at_most=dict(seed=2**32 - 1, torch_threads=1024, chunk_steps=args.chunk_size, batch_size=65536, act_scale=0.2,
+                     learning_rate=1.0, weight_decay=1.0, val_fraction=0.9, **{name: high for name, (_, high) in SIZE_LIMITS.items()}),
     )
     if problems:
-        raise SystemExit("invalid arguments:\n  " + "\n  ".join(problems))
-    run_dir = create_run_dir(args.run_dir, f"{args.exp_name}__{args.seed}__{int(time.time())}")
-    output = pathlib.Path(args.output) if args.output else run_dir / "checkpoints" / "bc.pt"
+        raise BadInput("invalid arguments:\n  " + "\n  ".join(problems))
+    if args.output:
+        check_output(pathlib.Path(args.output), args.overwrite)
+    try:
+        demos = read_dataset(args.dataset, args.units)
+    except (FileNotFoundError, ValueError) as error:
+        raise BadInput(f"cannot train: {error}") from None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
 
-    try:
-        demos = read_dataset(args.dataset, args.units)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"cannot train: {error}") from error
     act_scale = args.act_scale or demos.info.get("so101_sim", {}).get("act_scale", 0.02)
     episodes = demos.episodes
     order = np.random.permutation(len(episodes))
@@ -131,6 +143,9 @@ def main(args: Args) -> pathlib.Path:
 
     train_states, train_chunks, train_masks, clipped = samples(splits["train"])
     val_states, val_chunks, val_masks, _ = samples(splits["val"]) if n_val else (None, None, None, 0)
+    if len(train_states) < 2:  # one frame has no spread: its normalization would be NaN
+        raise BadInput(f"cannot train: dataset {args.dataset} gives {len(train_states)} training frame(s); behaviour "
+                       f"cloning needs at least 2")
     state_dim = train_states.shape[1]
     print(
         f"dataset {args.dataset}: {len(episodes)} episodes ({len(splits['train'])} train, {n_val} val), "
@@ -154,6 +169,8 @@ def main(args: Args) -> pathlib.Path:
         error = (policy(states) - target).square().mean(-1)
         return (error * masks).sum() / masks.sum()
 
+    run_dir = create_run_dir(args.run_dir, f"{args.exp_name}__{args.seed}__{int(time.time())}")  # once the data is usable
+    output = pathlib.Path(args.output) if args.output else run_dir / "checkpoints" / "bc.pt"
     writer = SummaryWriter(str(run_dir))
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     start = time.time()
@@ -176,6 +193,8 @@ def main(args: Args) -> pathlib.Path:
                 line += f" | val mse {val_loss:.4f}"
             print(f"{line} | {time.time() - start:.0f} s", flush=True)
 
+    if args.output:
+        check_output(output, args.overwrite)  # again: another run may have written it meanwhile
     save_checkpoint(
         output,
         {

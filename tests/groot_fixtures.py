@@ -4,10 +4,12 @@ Shared by the GR00T tests: no network, no GPU. `write_checkpoint` writes config.
 shards with their index, and experiment_cfg/metadata.json (SO-100 dual-camera keys by default);
 `write_tokenizer` writes a byte-level tokenizer in the Eagle/Qwen2 file layout. Test modules
 import the fixtures: `tokenizer_dir` and `checkpoint_dir` (built once per module), and the
-autouse `one_torch_thread`, which runs the importing module on one torch thread.
+autouse `one_torch_thread`, which runs the importing module on one torch thread; `free_port`
+finds a port that nothing listens on, for servers and for clients that must find no server.
 """
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from groot_n15 import GR00TN15
+from groot_model import GR00TN15
 
 # config.json of nvidia/GR00T-N1.5-3B: the fields the model reads.
 REAL_CONFIG = {
@@ -110,6 +112,12 @@ def write_checkpoint(directory: Path, drop_keys=(), dtype=torch.float32, shards:
     total = sum(t.numel() * t.element_size() for t in state.values())
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     return directory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from so101_env import RewardWeights, SO101PaperSquareEnv
+from so101_env import Randomization, RewardWeights, SO101PaperSquareEnv
 
 
 @pytest.fixture
@@ -222,6 +222,35 @@ def test_image_observation_dict():
     assert env.observation_space.contains(obs)
     env.close()
 
+
+
+def test_images_up_to_the_scenes_offscreen_framebuffer_render():
+    env = SO101PaperSquareEnv(render_mode="rgb_array", image_size=so101_env.MAX_IMAGE_SIZE)
+    framebuffer = env.model.vis.global_
+    assert so101_env.MAX_IMAGE_SIZE == min(framebuffer.offwidth, framebuffer.offheight)
+    env.reset(seed=0)
+    assert env.render().shape == (so101_env.MAX_IMAGE_SIZE, 2 * so101_env.MAX_IMAGE_SIZE, 3)
+    env.close()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (lambda: RewardWeights(success=math.nan), r"RewardWeights.success must be a finite number >= 0 and <= 1000"),
+    (lambda: RewardWeights(distance=-2.0), r"RewardWeights.distance must be a finite number >= 0 and <= 1000"),
+    (lambda: RewardWeights(time=1e9), r"RewardWeights.time must be a finite number >= 0 and <= 1000"),
+    (lambda: Randomization(paper_xy=math.nan), r"Randomization.paper_xy must be a finite number >= 0"),
+    (lambda: Randomization(paper_yaw=math.inf), r"Randomization.paper_yaw must be a finite number within \[0, 3.14"),
+    (lambda: Randomization(friction=1.0), r"Randomization.friction must be within \[0, 1\)"),
+    (lambda: Randomization(mass=-0.1), r"Randomization.mass must be within \[0, 1\)"),
+    (lambda: SO101PaperSquareEnv(randomization=Randomization(paper_xy=0.6)), "could start off the table"),
+    (lambda: SO101PaperSquareEnv(reward_weights={"success": 10.0}), "reward_weights must be a RewardWeights"),
+    (lambda: SO101PaperSquareEnv(image_size=482), r"image_size must be an integer within \[16, 480\]"),
+    (lambda: SO101PaperSquareEnv(image_size=224.5), r"image_size must be an integer within \[16, 480\]"),
+    (lambda: SO101PaperSquareEnv(max_episode_steps=math.nan), r"max_episode_steps must be an integer within \[1, "),
+    (lambda: SO101PaperSquareEnv(max_episode_steps=10**12), r"max_episode_steps must be an integer within \[1, "),
+])
+def test_settings_out_of_range_are_refused_with_a_clear_error(settings, message):
+    with pytest.raises(ValueError, match=message):
+        settings()
 
 def test_simulation_blowup_truncates_and_is_counted(env):
     env.reset(seed=0)

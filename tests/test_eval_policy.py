@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import tyro
 
 import eval_policy
 
@@ -26,5 +27,6 @@ def test_eval_writes_json(tmp_path):
 
 
 def test_eval_rejects_unknown_base():
-    with pytest.raises(SystemExit, match="unknown --base-policy"):
-        eval_policy.main(eval_policy.Args(base_policy="nope", n_episodes=1))
+    with pytest.raises(SystemExit) as exit_:
+        tyro.cli(eval_policy.Args, args=["--base-policy", "nope", "--n-episodes", "1"])
+    assert exit_.value.code == 2

@@ -23,17 +23,25 @@ import torch
 from safetensors import safe_open
 
 import finetune_groot
-import groot_n15
+import groot_checkpoint
+import groot_model
+import groot_policy
 from base_policies import make_base_policy
-from groot_base import groot_joint_units
+from file_faults import edit_json, pretend_mount_point, set_value
+from groot_base import default_camera_map
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     METADATA, TINY_CONFIG, checkpoint_dir, one_torch_thread, tokenizer_dir,
 )
-from groot_n15 import GR00TN15, GR00TPolicy, augment_images, preprocess_images, rotate_hue
+from groot_model import GR00TN15
+from groot_policy import GR00TPolicy, augment_images, preprocess_images, rotate_hue
+from joint_units import groot_joint_units
 from lerobot_dataset import DatasetWriter, read_dataset
 from so101_env import SO101PaperSquareEnv
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 CAMERAS = ("top_view", "wrist")
+GR00T_CAMERAS = ("front", "wrist")
+"""their names in modality.json and in checkpoints trained on it (NVIDIA's so100_dualcam names)"""
 EPISODE_LENGTHS = (12, 20)  # one episode shorter than the 16-step chunk: padding and masking
 IMAGE = 32
 
@@ -136,12 +144,12 @@ def test_the_loss_trains_under_bf16_autocast(tokenizer_dir):
     torch.manual_seed(0)
     model = GR00TN15(TINY_CONFIG)
     model.set_trainable_parameters()
-    tokenizer = groot_n15.load_tokenizer(tokenizer_dir)
-    tokens = tokenizer([groot_n15.build_prompt("slide the paper", 2, model.tokens_per_image)] * 2, padding=True, return_tensors="pt")
+    tokenizer = groot_checkpoint.load_tokenizer(tokenizer_dir)
+    tokens = tokenizer([groot_policy.build_prompt("slide the paper", 2, model.tokens_per_image)] * 2, padding=True, return_tensors="pt")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model.train()(tokens["input_ids"], tokens["attention_mask"], torch.rand(4, 3, 224, 224) * 2 - 1, torch.randn(2, 1, 64),
                              torch.randn(2, 16, 32), torch.ones(2, 16, 32), torch.full((2,), 31),
-                             tokenizer.convert_tokens_to_ids(groot_n15.IMAGE_CONTEXT_TOKEN))
+                             tokenizer.convert_tokens_to_ids(groot_checkpoint.IMAGE_CONTEXT_TOKEN))
     assert loss.dtype == torch.float32 and math.isfinite(loss.item())
     loss.backward()
     for name, parameter in model.named_parameters():
@@ -181,12 +189,12 @@ def test_augmentation_shares_one_draw_across_views_and_keeps_the_inference_scale
 def test_each_sample_of_a_batch_gets_its_own_colour_jitter():
     images = torch.full((4, 2, 3, 8, 8), 0.5)
     images[..., 0, :, :] = 0.7  # a reddish grey, so that every operation changes it
-    jittered = groot_n15.color_jitter(images, torch.Generator().manual_seed(0), brightness=0.3, contrast=0.4, saturation=0.5, hue=0.08)
+    jittered = groot_policy.color_jitter(images, torch.Generator().manual_seed(0), brightness=0.3, contrast=0.4, saturation=0.5, hue=0.08)
     torch.testing.assert_close(jittered[:, 0], jittered[:, 1])  # the views of a sample share the draw
     assert len({tuple(jittered[i, 0, :, 0, 0].tolist()) for i in range(4)}) == 4  # the samples do not
     # Brightness alone: sample i is scaled by its own factor 1 + 0.3 * (2u - 1), u the generator's draw after the order's.
     generator = torch.Generator().manual_seed(1)
-    scaled = groot_n15.color_jitter(images, generator, brightness=0.3, contrast=0, saturation=0, hue=0)
+    scaled = groot_policy.color_jitter(images, generator, brightness=0.3, contrast=0, saturation=0, hue=0)
     generator = torch.Generator().manual_seed(1)
     torch.rand(4, 4, generator=generator)
     factors = 1 + 0.3 * (2 * torch.rand(4, 3, generator=generator)[:, 0] - 1)
@@ -226,37 +234,37 @@ def test_tune_flags_freeze_what_isaac_freezes_and_keep_frozen_parts_in_eval_mode
 def test_save_checkpoint_shards_round_trip_without_the_tied_lm_head(tmp_path, tokenizer_dir):
     torch.manual_seed(0)
     model = GR00TN15(TINY_CONFIG)
-    groot_n15.save_checkpoint(model, tmp_path / "sharded", METADATA, groot_n15.load_tokenizer(tokenizer_dir), max_shard_bytes=2_000_000)
+    groot_checkpoint.save_checkpoint(model, tmp_path / "sharded", METADATA, groot_checkpoint.load_tokenizer(tokenizer_dir), max_shard_bytes=2_000_000)
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and groot_n15.LM_HEAD_KEY not in index["weight_map"]
+    assert len(shards) > 1 and groot_checkpoint.LM_HEAD_KEY not in index["weight_map"]
     with safe_open(str(tmp_path / "sharded" / shards[0]), "pt") as handle:
         assert handle.metadata() == {"format": "pt"}  # what transformers' loader checks
-    loaded = groot_n15.load_model(tmp_path / "sharded", torch.float32)
+    loaded = groot_checkpoint.load_model(tmp_path / "sharded", torch.float32)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
-    assert groot_n15.load_metadata(tmp_path / "sharded").state["single_arm"]["min"].shape == (5,)
+    assert groot_checkpoint.load_metadata(tmp_path / "sharded").state["single_arm"]["min"].shape == (5,)
 
-    groot_n15.save_checkpoint(model, tmp_path / "single", METADATA)
+    groot_checkpoint.save_checkpoint(model, tmp_path / "single", METADATA)
     assert (tmp_path / "single" / "model.safetensors").is_file() and not (tmp_path / "single" / "tokenizer").exists()
     with pytest.raises(FileExistsError, match="not empty"):
-        groot_n15.save_checkpoint(model, tmp_path / "single", METADATA)
+        groot_checkpoint.save_checkpoint(model, tmp_path / "single", METADATA)
     with pytest.raises(KeyError):
-        groot_n15.save_checkpoint(model, tmp_path / "bad", {"new_embodiment": {"statistics": {}}})
+        groot_checkpoint.save_checkpoint(model, tmp_path / "bad", {"new_embodiment": {"statistics": {}}})
 
 
 def test_loading_prefers_the_tokenizer_inside_the_checkpoint(tmp_path, checkpoint_dir, tokenizer_dir):
     directory = shutil.copytree(checkpoint_dir, tmp_path / "with_tokenizer")
-    groot_n15.load_tokenizer(tokenizer_dir).save_pretrained(str(directory / "tokenizer"))
-    assert groot_n15.checkpoint_tokenizer(directory) == directory / "tokenizer"
-    assert groot_n15.checkpoint_tokenizer(checkpoint_dir) is None
+    groot_checkpoint.load_tokenizer(tokenizer_dir).save_pretrained(str(directory / "tokenizer"))
+    assert groot_checkpoint.checkpoint_tokenizer(directory) == directory / "tokenizer"
+    assert groot_checkpoint.checkpoint_tokenizer(checkpoint_dir) is None
     # No tokenizer given, or the default hub id (offline here: it would fail): the checkpoint's own is used.
-    for tokenizer in (None, groot_n15.DEFAULT_TOKENIZER):
+    for tokenizer in (None, groot_checkpoint.DEFAULT_TOKENIZER):
         policy = GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer, dtype="float32", device="cpu")
         assert policy.tokenizer.name_or_path == str(directory / "tokenizer")
     explicit = GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer_dir, dtype="float32", device="cpu")
     assert explicit.tokenizer.name_or_path == str(tokenizer_dir)
-    prompt = groot_n15.build_prompt("slide the paper", 2, 16)
+    prompt = groot_policy.build_prompt("slide the paper", 2, 16)
     assert policy.tokenizer(prompt)["input_ids"] == explicit.tokenizer(prompt)["input_ids"]  # the saved copy tokenizes alike
 
 
@@ -267,7 +275,7 @@ def fixed_batch_loss(model, policy, dataset, steps=(0, 5, 11, 19), seed=3):
     """The eval-mode loss on fixed frames and fixed draws, inputs made by the inference path
     (GR00TPolicy.prepare_inputs) and the checkpoint's statistics: independent of the trainer's batching."""
     episodes = [(e, t) for e in range(2) for t in steps if t < len(dataset.states[e])]
-    observation = {f"video.{c}": np.stack([dataset.frames[e][c][t][None] for e, t in episodes]) for c in CAMERAS}
+    observation = {f"video.{c}": np.stack([dataset.frames[e][c][t][None] for e, t in episodes]) for c in GR00T_CAMERAS}
     observation |= {"state.single_arm": np.stack([dataset.states[e][t:t + 1, :5] for e, t in episodes]),
                     "state.gripper": np.stack([dataset.states[e][t:t + 1, 5:] for e, t in episodes]),
                     "annotation.human.task_description": [dataset.instructions[e][t] for e, t in episodes]}
@@ -301,7 +309,7 @@ def test_one_step_on_a_tiny_checkpoint_lowers_the_loss_and_the_groot_base_runs_i
     assert config["compute_dtype"] == "bfloat16" and config["backbone_cfg"]["tune_visual"] is False
     assert json.loads((output / finetune_groot.PROVENANCE_FILE).read_text())["step"] == 1
     metadata = json.loads((output / "experiment_cfg" / "metadata.json").read_text())["new_embodiment"]
-    assert list(metadata["modalities"]["video"]) == list(CAMERAS) and metadata["modalities"]["video"]["wrist"]["resolution"] == [IMAGE, IMAGE]
+    assert list(metadata["modalities"]["video"]) == list(GR00T_CAMERAS) and metadata["modalities"]["video"]["wrist"]["resolution"] == [IMAGE, IMAGE]
     frames = read_dataset(dataset_dir)  # radians: no unit conversion
     targets = np.concatenate([e["target"] for e in frames.episodes])
     np.testing.assert_allclose(metadata["statistics"]["action"]["single_arm"]["max"], targets[:, :5].max(0), rtol=1e-6)
@@ -309,7 +317,7 @@ def test_one_step_on_a_tiny_checkpoint_lowers_the_loss_and_the_groot_base_runs_i
     assert (output / "tokenizer" / "tokenizer_config.json").is_file()
 
     # The step changed the trained parts only, and lowered the loss on fixed frames and draws.
-    before, after = groot_n15.load_model(checkpoint_dir, torch.float32), groot_n15.load_model(output, torch.float32)
+    before, after = groot_checkpoint.load_model(checkpoint_dir, torch.float32), groot_checkpoint.load_model(output, torch.float32)
     for key, value in before.state_dict().items():
         same = torch.equal(value, after.state_dict()[key])
         assert same == key.startswith("backbone."), key
@@ -320,7 +328,7 @@ def test_one_step_on_a_tiny_checkpoint_lowers_the_loss_and_the_groot_base_runs_i
 
     # The groot base loads it (no tokenizer given) and acts.
     base = make_base_policy("groot", 2, checkpoint=str(output), dtype="float32", device="cpu", seed=0)
-    assert base.camera_map == {"top_view": "top_view", "wrist": "wrist"} and base.units == "radians"
+    assert base.camera_map == {"front": "top_view", "wrist": "wrist"} and base.units == "radians"
     env = SO101PaperSquareEnv(image_size=64)
     states = np.stack([env.reset(seed=i)[0] for i in range(2)])
     images = {camera: np.stack([frame] * 2) for camera, frame in env.render_cameras().items()}
@@ -341,12 +349,12 @@ def test_scratch_small_checkpoint_carries_its_tokenizer_and_runs_offline(small_r
     # Nothing is pretrained, so every part trained (fine-tuning would freeze the LLM and vision by default).
     assert json.loads((small_run / finetune_groot.PROVENANCE_FILE).read_text())["trained"] == dict.fromkeys(
         ["tune_llm", "tune_visual", "tune_projector", "tune_diffusion_model"], True)
-    assert config["backbone_cfg"]["text_config"]["vocab_size"] == groot_n15.BYTE_TOKENIZER_VOCAB_SIZE
+    assert config["backbone_cfg"]["text_config"]["vocab_size"] == groot_checkpoint.BYTE_TOKENIZER_VOCAB_SIZE
     policy = GR00TPolicy.from_pretrained(small_run, dtype="float32", device="cpu", seed=0)
-    assert policy.tokenizer.name_or_path == str(small_run / "tokenizer") and len(policy.tokenizer) == groot_n15.BYTE_TOKENIZER_VOCAB_SIZE
+    assert policy.tokenizer.name_or_path == str(small_run / "tokenizer") and len(policy.tokenizer) == groot_checkpoint.BYTE_TOKENIZER_VOCAB_SIZE
     assert policy.model.tokens_per_image == 49
     rng = np.random.default_rng(0)
-    observation = {f"video.{c}": rng.integers(0, 256, (3, 1, IMAGE, IMAGE, 3), dtype=np.uint8) for c in CAMERAS}
+    observation = {f"video.{c}": rng.integers(0, 256, (3, 1, IMAGE, IMAGE, 3), dtype=np.uint8) for c in GR00T_CAMERAS}
     observation |= {"state.single_arm": rng.uniform(-0.5, 0.5, (3, 1, 5)), "state.gripper": rng.uniform(0, 1, (3, 1, 1))}
     actions = policy.get_action(observation)
     assert actions["action.single_arm"].shape == (3, 16, 5) and np.isfinite(actions["action.gripper"]).all()
@@ -357,9 +365,9 @@ def test_the_checkpoint_gives_the_groot_base_its_joint_units_and_dtype(tmp_path)
     # the training record says degrees, and the small model's config says float32.
     dataset = write_dataset(tmp_path / "degrees", units="degrees")
     output = finetune_groot.main(finetune_args(tmp_path, dataset, batch_size=2))
-    assert json.loads((output / groot_n15.TRAINING_RECORD).read_text())["joint_units"] == "degrees"
-    assert groot_n15.load_metadata(output).joint_units == "degrees"
-    metadata = groot_n15.load_metadata(output)
+    assert json.loads((output / groot_checkpoint.TRAINING_RECORD).read_text())["joint_units"] == "degrees"
+    assert groot_checkpoint.load_metadata(output).joint_units == "degrees"
+    metadata = groot_checkpoint.load_metadata(output)
     low = np.concatenate([metadata.state[k]["min"] for k in metadata.state])
     high = np.concatenate([metadata.state[k]["max"] for k in metadata.state])
     assert groot_joint_units(low, high) == "range"  # what the statistics alone would have said
@@ -420,8 +428,28 @@ def test_datasets_mix_into_one_set_of_statistics_and_other_layouts_are_refused(t
     writer = DatasetWriter(state_only, "radians", 0.02, {})
     writer.add_episode(np.zeros((4, 25)), np.zeros((4, 6)), np.zeros(4), True)
     writer.close()
-    with pytest.raises(SystemExit, match="modality.json"):
+    with pytest.raises(FileNotFoundError, match="modality.json is missing.*record_demos.py --cameras"):
         finetune_groot.load_dataset(state_only, None)
+
+
+def test_datasets_that_name_the_top_camera_top_view_still_train_alone_and_mixed_with_new_ones(tmp_path, dataset_dir):
+    """record_demos.py used to call observation.images.top_view `top_view` in modality.json, not `front`. Such a
+    dataset mixes with new ones (the same video feature), the checkpoint takes the first dataset's names, and a
+    checkpoint that says top_view (like the committed one) sees the sim's top_view, as one that says front does."""
+    older = write_dataset(tmp_path / "older", lengths=(8,), seed=2)
+    edit_json(older / "meta/modality.json", lambda m: m.update(video={"top_view": m["video"]["front"], "wrist": m["video"]["wrist"]}))
+    output = finetune_groot.main(finetune_args(tmp_path, older, dataset=[str(older), str(dataset_dir)]))
+    cameras = list(groot_checkpoint.load_metadata(output).video)
+    assert cameras == ["top_view", "wrist"]
+    committed = list(groot_checkpoint.load_metadata(ROOT / "checkpoints" / "groot_n15_small_so101_sim").video)
+    for names in (cameras, committed):
+        assert default_camera_map(names) == {"top_view": "top_view", "wrist": "wrist"}
+    assert default_camera_map(list(GR00T_CAMERAS)) == {"front": "top_view", "wrist": "wrist"}
+
+    swapped = write_dataset(tmp_path / "swapped", lengths=(8,), seed=3)  # the same names, the other way round
+    edit_json(swapped / "meta/modality.json", lambda m: m.update(video={"front": m["video"]["wrist"], "wrist": m["video"]["front"]}))
+    with pytest.raises(SystemExit, match="differ in their groups or cameras"):
+        finetune_groot.main(finetune_args(tmp_path / "swapped_run", older, dataset=[str(older), str(swapped)]))
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
@@ -448,9 +476,68 @@ def test_max_minutes_stops_training_on_time_and_runs_the_schedule_to_its_end(tmp
 def test_bad_arguments_are_refused():
     for overrides, message in [({"action_padding": "zeros"}, "--action-padding"), ({"batch_size": 0}, "--batch-size"),
                                ({"learning_rate": float("nan")}, "--learning-rate"), ({"embodiment_tag": "robot"}, "--embodiment-tag"),
-                               ({"tune_diffusion_model": False}, "scratch-small trains every part")]:
+                               ({"tune_diffusion_model": False}, "scratch-small trains every part"),
+                               ({"seed": -1}, r"--seed must be within \[0, 4294967295\]"),
+                               ({"batch_size": 10**5}, r"--batch-size must be within \[1, 4096\]")]:
         with pytest.raises(SystemExit, match=message):
             finetune_groot.main(finetune_groot.Args(**overrides))
+
+
+def modality(change):
+    return lambda root: edit_json(root / "meta/modality.json", change)
+
+
+def info(change):
+    return lambda root: edit_json(root / "meta/info.json", change)
+
+
+DAMAGED_DATASETS = {
+    # meta/modality.json that does not fit info.json's features
+    "a group past the end": (modality(lambda m: m["action"]["gripper"].update(end=7)),
+                             r"modality.json: action.gripper is \[5, 7\) of action, which holds 6 values"),
+    "a negative start": (modality(lambda m: m["state"]["single_arm"].update(start=-1)), r"state.single_arm is \[-1, 5\)"),
+    "an empty group": (modality(lambda m: m["state"]["gripper"].update(start=6)), r"state.gripper is \[6, 6\)"),
+    "overlapping groups": (modality(lambda m: m["action"]["gripper"].update(start=4)),
+                           "action.gripper and action.single_arm overlap in action"),
+    "no action group": (modality(lambda m: m.update(action={})), "modality.json: it names no action group"),
+    "a camera that is no video": (modality(lambda m: m["video"]["wrist"].update(original_key="observation.state")),
+                                  "video.wrist reads 'observation.state', which info.json declares no video feature for"),
+    # meta/info.json that does not fit the data, or declares sizes past the limits
+    "a state wider than stored": (lambda root: (info(lambda i: i["features"]["observation.state"].update(shape=[7]))(root),
+                                                modality(lambda m: m["state"]["gripper"].update(end=7))(root)),
+                                  r"column 'observation.state' holds 6 values per frame, but info.json declares shape \[7\]"),
+    "a camera larger than stored": (info(lambda i: i["features"]["observation.images.wrist"].update(shape=[64, 64, 3])),
+                                    "observation.images.wrist video is 32 x 32 pixels, but info.json declares 64 x 64"),
+    "a huge camera": (info(lambda i: i["features"]["observation.images.wrist"].update(shape=[10**6, 10**6, 3])),
+                      r"has shape \[1000000, 1000000, 3\], not \[height, width, channels\] of at most 4096 each"),
+    "a negative fps": (info(lambda i: i.update(fps=-30)), r"fps is -30, not a number within \(0, 1000\]"),
+    # values and files that cannot be read
+    "a NaN action": (lambda root: set_value(root / "data/chunk-000/episode_000001.parquet", "action", 3, np.nan),
+                     "column 'action' holds NaN or infinite values, first in episode 1, frame 3"),
+    "modality.json not JSON": (lambda root: (root / "meta/modality.json").write_text("{"), "modality.json cannot be read as JSON"),
+    "tasks.jsonl not JSON lines": (lambda root: (root / "meta/tasks.jsonl").write_text("task 0\n"), "tasks.jsonl, line 1, is not a task entry"),
+    "a video that is no video": (lambda root: (root / "videos/chunk-000/observation.images.wrist/episode_000001.mp4").write_text("x"),
+                                 "cannot decode video .*wrist/episode_000001.mp4"),
+}
+
+
+@pytest.mark.parametrize("damage, message", DAMAGED_DATASETS.values(), ids=DAMAGED_DATASETS.keys())
+def test_a_damaged_dataset_is_refused_in_one_line_before_training(tmp_path, dataset_dir, damage, message):
+    damaged = shutil.copytree(dataset_dir, tmp_path / "damaged")
+    damage(damaged)
+    with pytest.raises(SystemExit, match=message) as exit_:
+        finetune_groot.main(finetune_args(tmp_path, damaged))
+    assert exit_.value.code == 2 and "\n" not in str(exit_.value)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "checkpoint").exists()
+
+
+def test_an_output_directory_that_is_a_mount_point_is_refused_before_training(tmp_path, dataset_dir, monkeypatch):
+    mount = tmp_path / "usb"
+    mount.mkdir()
+    pretend_mount_point(monkeypatch, mount)
+    with pytest.raises(SystemExit, match="usb is a mount point .*write into a new directory inside it") as exit_:
+        finetune_groot.main(finetune_args(tmp_path, dataset_dir, output_dir=str(mount)))
+    assert exit_.value.code == 2 and not (tmp_path / "runs").exists() and not any(mount.iterdir())
 
 
 def test_sigterm_writes_the_checkpoint_of_the_steps_done_and_exits_143(tmp_path, dataset_dir):
@@ -471,7 +558,7 @@ def test_sigterm_writes_the_checkpoint_of_the_steps_done_and_exits_143(tmp_path,
 def test_small_model_scales_the_per_embodiment_layers_by_their_fan_in():
     torch.manual_seed(0)
     model = finetune_groot.small_model()
-    layers = [m for m in model.modules() if isinstance(m, groot_n15.CategorySpecificLinear)]
+    layers = [m for m in model.modules() if isinstance(m, groot_model.CategorySpecificLinear)]
     assert len(layers) >= 6  # state encoder, action encoder, action decoder: two or three layers each
     for layer in layers:
         fan_in = layer.W.shape[1]

@@ -4,6 +4,7 @@ No network and no GPU: checkpoints and tokenizer come from groot_fixtures.py, se
 127.0.0.1 only.
 """
 
+import dataclasses
 import functools
 import gc
 import json
@@ -16,6 +17,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import tyro
 
 import eval_policy
 import ppo_residual_groot as ppo
@@ -25,9 +27,10 @@ from base_policies import camera_images, make_base_policy
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     checkpoint_dir, one_torch_thread, stats, tokenizer_dir, write_checkpoint,
 )
-from groot_base import _resize_frames, groot_joint_units
-from groot_n15 import GR00TN15, GR00TServer
-from lerobot_dataset import units_to_radians
+from groot_base import GrootOptions, _resize_frames
+from groot_model import GR00TN15
+from groot_server import GR00TServer
+from joint_units import groot_joint_units, units_to_radians
 from so101_env import SO101PaperSquareEnv
 
 NUM_ENVS = 3
@@ -269,8 +272,8 @@ def test_unreachable_server_fails_fast_with_a_clear_error(checkpoint_dir):
     with pytest.raises(TimeoutError, match=rf"no reply from the GR00T server at 127\.0\.0\.1:{port}"):
         make_base_policy("groot", 1, backend="server", host="127.0.0.1", port=port, timeout_s=0.5, checkpoint=str(checkpoint_dir))
     assert time.monotonic() - start < 3
-    args = eval_policy.Args(base_policy="groot", groot_backend="server", groot_host="127.0.0.1", groot_port=port,
-                            groot_timeout=0.5, groot_model=str(checkpoint_dir), n_episodes=1)
+    server = GrootOptions(model=str(checkpoint_dir), backend="server", host="127.0.0.1", port=port, timeout=0.5)
+    args = eval_policy.Args(base_policy="groot", groot=server, n_episodes=1)
     with pytest.raises(SystemExit, match="cannot evaluate: no reply from the GR00T server"):
         eval_policy.main(args)
 
@@ -291,10 +294,10 @@ def short_episodes():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, checkpoint_dir, tokenizer_dir, short_episodes):
     args = ppo.Args(
-        run_dir=str(tmp_path_factory.mktemp("runs")), seed=3, groot_model=str(checkpoint_dir),
-        groot_tokenizer=str(tokenizer_dir), groot_dtype="float32", device="cpu", num_envs=2, num_steps=16,
+        run_dir=str(tmp_path_factory.mktemp("runs")), seed=3, device="cpu", num_envs=2, num_steps=16,
+        groot=dataclasses.replace(ppo.Args().groot, model=str(checkpoint_dir), tokenizer=str(tokenizer_dir), dtype="float32"),
         total_timesteps=64, num_minibatches=2, update_epochs=1, async_envs=False, critic_warmup_iterations=1,
-        eval_every=2, eval_episodes=1, image_size=48, hidden_size=32,
+        eval_every=2, eval_episodes=1, hidden_size=32,
     )
     return ppo.main(args)
 
@@ -332,7 +335,7 @@ def test_eval_policy_on_a_groot_residual_checkpoint_with_compare_base(trained_ru
     out = tmp_path / "eval" / "groot.json"
     args = eval_policy.Args(
         model_path=str(trained_run / "checkpoints" / "final.pt"), compare_base=True, n_episodes=1, seed=5,
-        output_json=str(out), save_video=True, n_videos=1, video_size=48, groot_device="cpu",
+        output_json=str(out), save_video=True, n_videos=1, video_size=48, device="cpu",
     )
     summaries = eval_policy.main(args)
     assert [s["policy"] for s in summaries] == ["residual+groot", "groot"]
@@ -342,25 +345,26 @@ def test_eval_policy_on_a_groot_residual_checkpoint_with_compare_base(trained_ru
 
 
 def test_eval_policy_on_the_groot_base_alone(checkpoint_dir, tokenizer_dir, short_episodes):
-    args = eval_policy.Args(base_policy="groot", groot_model=str(checkpoint_dir), groot_tokenizer=str(tokenizer_dir),
-                            groot_dtype="float32", groot_device="cpu", groot_chunk_steps=16, n_episodes=2)
+    groot = GrootOptions(model=str(checkpoint_dir), tokenizer=str(tokenizer_dir), dtype="float32", chunk_steps=16)
+    args = eval_policy.Args(base_policy="groot", groot=groot, device="cpu", n_episodes=2)
     summary, = eval_policy.main(args)
     assert summary["policy"] == "groot" and summary["mean_episode_length"] == 40
 
 
-def test_training_scripts_reject_bad_groot_arguments():
-    with pytest.raises(SystemExit, match="--groot-backend 'http' is unknown"):
-        ppo.validate_args(ppo.Args(groot_backend="http"))
-    with pytest.raises(SystemExit, match=r"--chunk-steps must be within \[1, 16\]"):
-        ppo.validate_args(ppo.Args(chunk_steps=0))
-    with pytest.raises(SystemExit, match=r"--chunk-steps must be within \[1, 16\]"):
-        ppo.validate_args(ppo.Args(chunk_steps=17))
-    with pytest.raises(SystemExit, match="--groot-noise 'mean' is unknown"):
-        ppo.validate_args(ppo.Args(groot_noise="mean"))
-    with pytest.raises(SystemExit, match="--groot-noise 'mean' is unknown"):
-        eval_policy.check_args(eval_policy.Args(base_policy="groot", groot_noise="mean"))
-    with pytest.raises(SystemExit, match="--base-policy groot needs camera images: train it with ppo_residual_groot.py"):
-        ppo_residual_jacobian.validate_args(ppo_residual_jacobian.Args(base_policy="groot"))
+def test_the_scripts_reject_bad_groot_options():
+    with pytest.raises(SystemExit, match=r"--groot.chunk-steps must be within \[1, 16\]"):
+        ppo.validate_args(ppo.Args(groot=GrootOptions(chunk_steps=0)))
+    with pytest.raises(SystemExit, match=r"--groot.chunk-steps must be within \[1, 16\]"):
+        eval_policy.check_args(eval_policy.Args(base_policy="groot", groot=GrootOptions(chunk_steps=17)))
+    with pytest.raises(SystemExit, match=r"--groot.port must be within \[1, 65535\]"):
+        ppo.validate_args(ppo.Args(groot=GrootOptions(port=70000)))
+    # Options with a fixed set of values are the parser's to check (typing.Literal), with exit status 2.
+    for parse, flags in [(ppo.Args, ["--groot.backend", "http"]), (eval_policy.Args, ["--groot.noise", "mean"]),
+                         (eval_policy.Args, ["--groot.units", "furlongs"]),
+                         (ppo_residual_jacobian.Args, ["--base-policy", "groot"])]:  # GR00T: ppo_residual_groot.py
+        with pytest.raises(SystemExit) as exit_:
+            tyro.cli(parse, args=flags)
+        assert exit_.value.code == 2, flags
 
 
 def test_server_backend_sends_the_token_from_the_environment(base, checkpoint_dir, monkeypatch):
@@ -429,7 +433,7 @@ def test_an_interrupted_run_closes_envs_whose_workers_are_gone():
     closes them; after saving its checkpoint the trainer must still exit cleanly."""
     import gymnasium as gym
 
-    args = ppo.Args(image_size=16)
+    args = ppo.Args()
     envs = gym.vector.AsyncVectorEnv([ppo.make_env(args, 0.08)] * 2)
     collector = ppo.RolloutCollector(args, envs, None, None, None, slice(0, 2), seed=0)
     envs.processes[0].terminate()
@@ -452,13 +456,15 @@ def test_the_il_queue_keeps_whole_chunks_after_a_reset():
 
 
 def test_the_committed_groot_residual_replays_an_episode_exactly_on_its_deterministic_base(monkeypatch):
+    from checkpoint_io import load_actor_program
     from episodes import run_episode
 
     monkeypatch.chdir(ROOT)  # the checkpoint names its base by the path the README's commands use
-    checkpoint = ppo.load_checkpoint("checkpoints/residual_groot_small_so101_sim.pt", base_policy="groot")
+    path = "checkpoints/residual_groot_small_so101_sim.pt"
+    checkpoint = ppo.load_checkpoint(path, base_policy="groot")
     assert checkpoint["base_config"]["checkpoint"] == "checkpoints/groot_n15_small_so101_sim"
     assert checkpoint["base_config"]["noise"] == "zero"
-    policy = eval_policy.residual_from_loaded(checkpoint)
+    policy = eval_policy.residual_from_loaded(checkpoint, load_actor_program(checkpoint, path))
     env = SO101PaperSquareEnv(max_episode_steps=48)  # three chunks
     first, again = run_episode(env, policy, seed=200000), run_episode(env, policy, seed=200000)
     assert first == again and first.length == 48

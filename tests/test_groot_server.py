@@ -1,19 +1,28 @@
-"""GR00TServer safety: loopback by default, who may `kill`, the message size cap, NaN/inf, CLI checks.
+"""GR00TServer safety: loopback by default, who may `kill`, the API token, the message size cap, the
+work caps and request types, NaN/inf, bad requests, an unreachable server, CLI checks.
 
-A fake policy stands in for the model, so no torch work runs. Servers listen on 127.0.0.1; two
-tests bind 0.0.0.0 on a free port for a moment to check the warning and the kill rule.
+A fake policy stands in for the model, so no torch work runs, except where abusive requests meet the
+tiny random model of groot_fixtures. Servers listen on 127.0.0.1; two tests bind 0.0.0.0 on a free
+port for a moment to check the warning and the kill rule.
 """
 
 import contextlib
 import inspect
+import re
+import socket
 import threading
+import time
 
 import numpy as np
 import pytest
 import zmq
 
-import groot_n15
-from groot_n15 import GR00TClient, GR00TServer
+import groot_server
+from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
+    checkpoint_dir, free_port, one_torch_thread, tokenizer_dir,
+)
+from groot_policy import GR00TPolicy
+from groot_server import GR00TClient, GR00TServer, RequestLimits
 
 
 class FakePolicy:
@@ -35,9 +44,10 @@ def observation(batch: int = 2) -> dict:
 
 
 @contextlib.contextmanager
-def serving(**kwargs):
-    """A server running in a thread; yields (server, connect), connect(**client kwargs) -> a client on it."""
-    server = GR00TServer(FakePolicy(), port=kwargs.pop("port", 0), **kwargs)
+def serving(policy=None, **kwargs):
+    """A server (of a FakePolicy by default) running in a thread; yields (server, connect),
+    connect(**client kwargs) -> a client on it."""
+    server = GR00TServer(policy or FakePolicy(), port=kwargs.pop("port", 0), **kwargs)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     clients = []
@@ -50,10 +60,10 @@ def serving(**kwargs):
         yield server, connect
     finally:
         if server.running:  # not killed: stop it without `kill`, which a network server may refuse
-            owner = connect(api_token=server.api_token)
-            assert owner.ping()  # the loop is running ...
+            assert connect(api_token=server.api_token).ping()  # the loop is running ...
             server.running = False
-            owner.ping()  # ... and leaves after this reply
+            # ... and leaves at its next check: this wakes it if it already waits for a request (if not, the ping times out)
+            connect(api_token=server.api_token, timeout_s=0.5).ping()
         thread.join(timeout=5)
         for client in clients:
             client.close()
@@ -110,30 +120,226 @@ def test_server_rejects_bad_settings():
         GR00TServer(FakePolicy(), port=0, api_token="")
 
 
-# ----- message size --------------------------------------------------------------------------
+# ----- message size and what a connection may hold ----------------------------------------
 
 
-def test_oversized_request_gets_an_error_reply_and_the_server_keeps_serving():
-    with serving(max_message_bytes=100_000) as (server, connect):
-        client = connect()
-        big = observation() | {"video.front": np.zeros((2, 1, 100, 100, 3), np.uint8)}
-        big["video.wrist"] = big["video.front"]  # 120 kB: over the soft cap, under the hard one
-        with pytest.raises(RuntimeError, match=r"failed on 'get_action': request of [\d,]+ bytes is over this server's "
-                                               r"limit of 100,000 bytes \(0\.1 MB\).*--max-message-mb"):
-            client.get_action(big)
-        assert server.policy.calls == 0  # rejected before decoding
-        assert client.get_action(observation())["action.single_arm"].shape == (2, 16, 5)
-        assert server.policy.calls == 1
+def zmtp_connection(port: int) -> socket.socket:
+    """A raw TCP connection that has done ZMTP 3.0's NULL handshake as a REQ peer: frames are then sent by
+    hand, as an attacker would, without a zmq socket buffering anything on this side."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    ready = b"\x05READY" + b"\x0bSocket-Type" + (3).to_bytes(4, "big") + b"REQ"
+    greeting = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + bytes(32)
+    connection.sendall(greeting + b"\x04" + bytes([len(ready)]) + ready)
+
+    def receive(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            data += connection.recv(size - len(data))
+        return data
+
+    receive(64 + 1)  # the server's greeting and the flags of its READY: frames sent before it may be refused
+    receive(receive(1)[0])  # the READY command itself
+    return connection
 
 
-def test_request_over_the_hard_cap_is_dropped_and_the_server_keeps_serving():
-    with serving(max_message_bytes=100_000) as (server, connect):
-        assert server.socket.getsockopt(zmq.MAXMSGSIZE) == 200_000  # the zmq backstop sits above the soft cap
-        huge = observation() | {"video.front": np.zeros((2, 1, 200, 200, 3), np.uint8)}  # 240 kB: over both
-        with pytest.raises(TimeoutError, match="no reply"):
-            connect(timeout_s=0.5).get_action(huge)
+def zmtp_request(payload: bytes) -> bytes:
+    """A REQ message on the wire: an empty delimiter frame, then `payload` as one long frame."""
+    return b"\x01\x00" + b"\x02" + len(payload).to_bytes(8, "big") + payload
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> bool:
+    connection.settimeout(within_s)
+    try:
+        while connection.recv(65536):  # nothing more comes from the server
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_frame_over_the_cap_is_dropped_at_its_header():
+    """The server never buffers a frame larger than --max-message-mb: the connection closes as soon as the
+    frame's size is read (six connections each sending 100 MB once held 590 MB this way)."""
+    with serving(max_message_bytes=1_000_000) as (server, connect):
+        over, under = zmtp_connection(server.port), zmtp_connection(server.port)
+        try:
+            over.sendall(b"\x01\x00" + b"\x02" + (1_000_001).to_bytes(8, "big"))  # the header only
+            under.sendall(b"\x01\x00" + b"\x02" + (999_990).to_bytes(8, "big"))
+            assert closed_by_server(over, within_s=2)
+            assert not closed_by_server(under, within_s=0.5)  # a frame within the cap is awaited
+        finally:
+            over.close()
+            under.close()
+        big = observation() | {"video.front": np.zeros((2, 1, 300, 300, 3), np.uint8)}  # 540 kB of frames...
+        big["video.wrist"] = big["video.front"]  # ...twice: over the cap
+        with pytest.raises(TimeoutError, match=r"no reply.*This request was 1\.1 MB.*--max-message-mb"):
+            connect(timeout_s=0.5).get_action(big)
         assert server.policy.calls == 0
-        assert connect().get_action(observation())["action.single_arm"].shape == (2, 16, 5)
+        assert connect().get_action(observation())["action.single_arm"].shape == (2, 16, 5)  # still serving
+
+
+class BlockingPolicy(FakePolicy):
+    """A FakePolicy whose calls wait until `release` is set: a server busy with one request."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def get_action(self, observation: dict) -> dict:
+        self.release.wait(timeout=30)
+        return super().get_action(observation)
+
+
+def test_a_connection_cannot_queue_requests_while_the_server_is_busy():
+    """A REQ client sends one request at a time; a raw connection could pipeline hundreds of them
+    (zmq's default queue holds 1000 messages per connection). The server reads at most one more."""
+    policy = BlockingPolicy()
+    with serving(policy, max_message_bytes=2_000_000) as (server, connect):
+        request = zmtp_request(groot_server.pack({"endpoint": "get_action", "data": observation() | {"padding": bytes(1_000_000)}}))
+        connection = zmtp_connection(server.port)
+        connection.settimeout(2)
+        accepted = 0
+        try:
+            for _ in range(60):  # 60 MB in all
+                connection.sendall(request)
+                accepted += len(request)
+        except TimeoutError:
+            pass  # the server stopped reading: the rest would wait in this process
+        finally:
+            policy.release.set()
+            connection.close()
+        connect().kill()  # answered once the server has worked through what it took; stopping it with a ping could race them
+        # one request at the policy, one queued, one being read, and the kernel's socket buffers
+        assert accepted < 25_000_000, f"the server took {accepted / 1e6:.0f} MB from one connection"
+
+
+# ----- work per request, and what a request may hold -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(checkpoint_dir, tokenizer_dir):
+    """The tiny random GR00T N1.5 of groot_fixtures; noise="zero": an observation always gets the same chunk."""
+    return GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tokenizer_dir, dtype="float32", device="cpu", noise="zero")
+
+
+def camera_observation(batch: int = 2, frames: int = 1, height: int = 72, width: int = 96) -> dict:
+    """An observation with the tiny checkpoint's two cameras and two state keys."""
+    images = np.zeros((batch, frames, height, width, 3), np.uint8)
+    return {"video.front": images, "video.wrist": images, "state.single_arm": np.full((batch, 1, 5), 0.5),
+            "state.gripper": np.zeros((batch, 1, 1)), "annotation.human.task_description": ["slide the paper"] * batch}
+
+
+ABUSIVE_REQUESTS = {  # each made the server work for many seconds, answer NaN, or coerce what it was sent
+    "800 tiny images": (camera_observation(batch=800, height=2, width=2), r"batch of 800 observations is outside this server's limit of 1 to 64"),
+    "400 frames per camera": (camera_observation(batch=1, frames=400, height=2, width=2), r"'video\.front' has 400 frames per observation"),
+    "NaN in a plain list": (camera_observation() | {"state.single_arm": [[[float("nan")] * 5]] * 2}, r"'state\.single_arm' must be a numpy array"),
+    "float64 beyond float32": (camera_observation() | {"state.single_arm": np.full((2, 1, 5), 1e300)}, r"'state\.single_arm' holds 10 NaN or inf"),
+    "float images": (camera_observation() | {"video.front": np.full((2, 1, 72, 96, 3), 300.0)}, r"'video\.front' must be uint8"),
+}
+
+
+def test_abusive_requests_are_refused_at_once_while_a_normal_client_is_served(tiny_policy):
+    expected = tiny_policy.get_action(camera_observation())
+    stop, outcomes = threading.Event(), {}
+    with serving(tiny_policy) as (server, connect):
+        def abuse(name: str, request: dict) -> None:
+            client = connect(timeout_s=60)
+            while not stop.is_set():
+                try:
+                    outcomes[name] = client.get_action(request)
+                except RuntimeError as error:
+                    outcomes[name] = error
+
+        abusers = [threading.Thread(target=abuse, args=(name, request), daemon=True) for name, (request, _) in ABUSIVE_REQUESTS.items()]
+        for thread in abusers:
+            thread.start()
+        time.sleep(0.5)  # every abuser has a request in
+        try:
+            served = connect(timeout_s=5).get_action(camera_observation())  # TimeoutError if the abuse blocks it
+        finally:
+            stop.set()
+            for thread in abusers:
+                thread.join(timeout=60)
+    for key, chunk in expected.items():
+        np.testing.assert_array_equal(served[key], chunk)
+    for name, (_, message) in ABUSIVE_REQUESTS.items():
+        assert isinstance(outcomes[name], RuntimeError), f"{name}: answered {outcomes[name]}"
+        assert re.search(message, str(outcomes[name])), f"{name}: {outcomes[name]}"
+
+
+@contextlib.contextmanager
+def answering(policy, limits: RequestLimits):
+    """A server that is not running: yields (policy, reply), reply(observation) -> its get_action answer."""
+    server = GR00TServer(policy, port=0, limits=limits)
+    try:
+        yield policy, lambda data: groot_server.unpack(server.handle(groot_server.pack({"endpoint": "get_action", "data": data})))
+    finally:
+        server.socket.close()
+
+
+SMALL_LIMITS = RequestLimits(max_batch=4, max_image_side=64, max_pixels=1000)  # observation() has 2 x 8 x 8 = 128 pixels
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"video.front": np.zeros((5, 1, 8, 8, 3), np.uint8), "state.single_arm": np.zeros((5, 1, 5))},
+     r"batch of 5 observations is outside this server's limit of 1 to 4 \(--max-batch\)"),
+    ({"video.front": np.zeros((2, 1, 65, 8, 3), np.uint8)}, r"'video\.front' frames are 65x8 pixels.*2 to 64 pixels a side \(--max-image-side\)"),
+    ({"video.front": np.zeros((2, 1, 1, 8, 3), np.uint8)}, r"'video\.front' frames are 1x8 pixels.*2 to 64 pixels a side"),
+    ({"video.front": np.zeros((2, 1, 30, 30, 3), np.uint8)}, r"1,800 pixels.*limit of 1,000 \(--max-megapixels\)"),
+    ({"video.front": np.zeros((2, 2, 8, 8, 3), np.uint8)}, r"'video\.front' has 2 frames per observation; GR00T N1\.5 takes 1"),
+    ({"state.single_arm": np.zeros((2, 3, 5))}, r"'state\.single_arm' has 3 frames per observation"),
+    ({"video.front": np.zeros((2, 1, 8, 8, 3))}, r"'video\.front' must be uint8 RGB frames \(B, 1, H, W, 3\), got float64 \(2, 1, 8, 8, 3\)"),
+    ({"video.front": np.full((2, 1, 8, 8, 3), -1)}, r"'video\.front' must be uint8 RGB frames.*got int64"),
+    ({"video.front": np.zeros((2, 1, 8, 8, 4), np.uint8)}, r"'video\.front' must be uint8 RGB frames.*\(2, 1, 8, 8, 4\)"),
+    ({"video.front": np.zeros((2, 8, 8, 3), np.uint8)}, r"'video\.front' must be uint8 RGB frames \(B, 1, H, W, 3\)"),
+    ({"video.front": [[[[[0, 0, 0]]]]] * 2}, r"'video\.front' must be a numpy array, got list"),
+    ({"state.single_arm": [[[0.0] * 5]] * 2}, r"'state\.single_arm' must be a numpy array, got list"),
+    ({"state.single_arm": np.full((2, 1, 5), "0.5")}, r"'state\.single_arm' must be a numeric array \(B, 1, D\), got <U3"),
+    ({"state.single_arm": np.zeros((2, 1, 5), bool)}, r"'state\.single_arm' must be a numeric array.*got bool"),
+    ({"state.single_arm": np.full((2, 1, 5), 1e300)}, r"'state\.single_arm' holds 10 NaN or inf value\(s\) as float32"),
+    ({"state.single_arm": np.zeros((3, 1, 5))}, r"batch sizes differ between keys: \{'video\.front': 2, 'state\.single_arm': 3\}"),
+    ({"annotation.human.task_description": [1, 2]}, r"'annotation\.human\.task_description' must be a string or 2 strings"),
+    ({"annotation.human.task_description": ["push"]}, r"'annotation\.human\.task_description' must be a string or 2 strings"),
+    ({"annotation.human.task_description": "x" * 1001}, r"instruction of 1,001 characters is over the limit of 1,000"),
+])
+def test_requests_beyond_the_limits_or_of_the_wrong_types_are_refused(change, message):
+    with answering(FakePolicy(), SMALL_LIMITS) as (policy, reply):
+        refused = reply(observation() | change)
+        assert "error" in refused and re.search(message, refused["error"]), refused
+        assert policy.calls == 0
+
+
+def test_requests_within_the_limits_are_served_in_every_accepted_form():
+    with answering(FakePolicy(), SMALL_LIMITS) as (policy, reply):
+        accepted = [
+            observation(batch=4),  # the largest batch
+            observation() | {"video.front": np.zeros((2, 1, 20, 25, 3), np.uint8)},  # 1,000 pixels, 25 a side
+            observation() | {"annotation.human.task_description": "push"},  # one instruction for all
+            observation() | {"annotation.human.task_description": ["push", "pull"]},
+            observation() | {"annotation.human.task_description": [["push"], ["pull"]]},  # Isaac's (B, 1) layout
+            observation() | {"annotation.human.task_description": np.array(["push", "pull"])},
+            observation() | {"state.single_arm": np.zeros((2, 1, 5), np.int16)},  # any numeric dtype
+            {key: value[0] for key, value in observation().items()},  # one observation without the batch axis
+        ]
+        for data in accepted:
+            assert "error" not in reply(data), reply(data)
+        assert policy.calls == len(accepted)
+        assert "get_action takes an observation dict, got list" in reply([1, 2, 3])["error"]
+
+
+class NaNPolicy(FakePolicy):
+    def get_action(self, observation: dict) -> dict:
+        chunk = super().get_action(observation)["action.single_arm"]
+        chunk[0, 3, 1] = np.nan
+        return {"action.single_arm": chunk}
+
+
+def test_nan_actions_from_the_model_are_an_error_reply():
+    with serving(NaNPolicy()) as (server, connect):
+        with pytest.raises(RuntimeError, match=r"the model answered 1 NaN or inf value\(s\) in 'action\.single_arm'"):
+            connect().get_action(observation())
 
 
 # ----- NaN and inf ---------------------------------------------------------------------------
@@ -161,14 +367,45 @@ def test_client_raises_the_server_error_with_address_and_endpoint():
             connect().call("reset")
 
 
+# ----- API token, garbage, no server ---------------------------------------------------------
+
+
+def test_server_checks_the_api_token_and_survives_bad_requests():
+    server = GR00TServer(FakePolicy(), host="127.0.0.1", port=0, api_token="secret")
+    try:
+        def reply(request):
+            return groot_server.unpack(server.handle(groot_server.pack(request)))
+
+        assert reply({"endpoint": "ping"}) == {"error": "Unauthorized: Invalid API token"}
+        assert reply({"endpoint": "ping", "api_token": "secret"})["status"] == "ok"
+        assert "Unknown endpoint" in reply({"endpoint": "reset", "api_token": "secret"})["error"]
+        assert "error" in groot_server.unpack(server.handle(b"\xc1 not msgpack"))  # garbage gets a reply too
+    finally:
+        server.socket.close()
+
+
+def test_unreachable_server_times_out_with_a_clear_error():
+    port = free_port()
+    client = GR00TClient("127.0.0.1", port, timeout_s=0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port}.*groot_server\.py CHECKPOINT"):
+            client.get_action(observation(batch=1))
+        assert time.monotonic() - start < 2.0
+        assert not client.ping()  # the socket was recreated: a second call times out again, no hang, no state error
+    finally:
+        client.close()
+
+
 # ----- command line --------------------------------------------------------------------------
 
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    """`groot_n15.py serve` with a fake model and a run() that only records the server."""
+    """`groot_server.py` with a fake model and a run() that only records the server."""
     servers = []
-    monkeypatch.setattr(groot_n15.GR00TPolicy, "from_pretrained", classmethod(lambda cls, *args, **kwargs: FakePolicy()))
+    monkeypatch.delenv("GROOT_API_TOKEN", raising=False)
+    monkeypatch.setattr(groot_server.GR00TPolicy, "from_pretrained", classmethod(lambda cls, *args, **kwargs: FakePolicy()))
     monkeypatch.setattr(GR00TServer, "run", lambda self: servers.append(self))
     yield servers
     for server in servers:
@@ -176,15 +413,15 @@ def fake_serve(monkeypatch):
 
 
 def test_cli_serves_on_loopback_by_default_with_the_size_limit(fake_serve, capsys):
-    groot_n15.main(["serve", "checkpoint", "--port", "0"])
+    groot_server.main(["checkpoint", "--port", "0"])
     assert fake_serve[-1].endpoint.startswith("tcp://127.0.0.1:")
     assert fake_serve[-1].max_message_bytes == 64_000_000 and isinstance(fake_serve[-1].policy, FakePolicy)
     assert "WARNING" not in capsys.readouterr().err
-    groot_n15.main(["serve", "checkpoint", "--port", "0", "--host", "0.0.0.0", "--max-message-mb", "0.5"])
+    groot_server.main(["checkpoint", "--port", "0", "--host", "0.0.0.0", "--max-message-mb", "0.5"])
     assert fake_serve[-1].endpoint.startswith("tcp://0.0.0.0:") and fake_serve[-1].max_message_bytes == 500_000
     assert "WARNING" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        groot_n15.main(["serve", "--help"])
+        groot_server.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "default 127.0.0.1" in help_text and "--host 0.0.0.0" in help_text and "19.3 MB" in help_text
 
@@ -193,14 +430,57 @@ def test_cli_serves_on_loopback_by_default_with_the_size_limit(fake_serve, capsy
     (["--port", "70000"], "port 70000 is outside 0..65535"),
     (["--port", "-1"], "port -1 is outside 0..65535"),
     (["--port", "http"], "'http' is not a port number"),
-    (["--max-message-mb", "0"], "positive, finite number of MB"),
-    (["--max-message-mb", "-5"], "positive, finite number of MB"),
-    (["--max-message-mb", "nan"], "positive, finite number of MB"),
-    (["--max-message-mb", "inf"], "positive, finite number of MB"),
+    (["--max-message-mb", "0"], "--max-message-mb: must be a positive, finite number, got '0'"),
+    (["--max-message-mb", "-5"], "--max-message-mb: must be a positive, finite number"),
+    (["--max-message-mb", "nan"], "--max-message-mb: must be a positive, finite number"),
+    (["--max-message-mb", "inf"], "--max-message-mb: must be a positive, finite number"),
+    (["--max-batch", "0"], "--max-batch: must be a whole number from 1, got '0'"),
+    (["--max-batch", "1.5"], "--max-batch: must be a whole number from 1"),
+    (["--max-image-side", "1"], "--max-image-side: must be a whole number from 2"),
+    (["--max-megapixels", "nan"], "--max-megapixels: must be a positive, finite number"),
+    (["--max-megapixels", "0"], "--max-megapixels: must be a positive, finite number"),
+    (["--api-token", ""], "--api-token must not be empty"),
 ])
-def test_cli_rejects_bad_port_and_message_size(fake_serve, capsys, args, message):
+def test_cli_rejects_bad_port_and_limits(fake_serve, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        groot_n15.main(["serve", "checkpoint", *args])
+        groot_server.main(["checkpoint", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert fake_serve == []  # nothing was served
+
+
+def test_cli_bad_address_is_one_line_and_status_2(fake_serve, capsys):
+    taken = zmq.Context.instance().socket(zmq.REP)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        for args, message in [(["--port", str(port)], rf"cannot listen on tcp://127\.0\.0\.1:{port} \(Address already in use\)"),
+                              (["--host", "1.2.3.4.5"], r"cannot listen on tcp://1\.2\.3\.4\.5:5555 \(No such device\)")]:
+            with pytest.raises(SystemExit) as exit_info:
+                groot_server.main(["checkpoint", *args])
+            err = capsys.readouterr().err
+            assert exit_info.value.code == 2 and re.fullmatch(rf"error: {message}.*--port.*--host.*\n", err), err
+    finally:
+        taken.close()
+    assert fake_serve == []
+
+
+def test_cli_missing_checkpoint_is_one_line_and_status_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        groot_server.main(["no/such/checkpoint/dir", "--port", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "is not a directory" in err
+
+
+def test_cli_takes_the_api_token_from_the_environment(fake_serve, capsys, monkeypatch):
+    monkeypatch.setenv("GROOT_API_TOKEN", "from-env")
+    groot_server.main(["checkpoint", "--port", "0"])
+    assert fake_serve[-1].api_token == "from-env"
+    groot_server.main(["checkpoint", "--port", "0", "--api-token", "from-flag"])  # the flag, when given, wins
+    assert fake_serve[-1].api_token == "from-flag"
+    monkeypatch.setenv("GROOT_API_TOKEN", "")
+    groot_server.main(["checkpoint", "--port", "0"])
+    assert fake_serve[-1].api_token is None  # empty: no token, as for the clients
+    with pytest.raises(SystemExit):
+        groot_server.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "visible to other users" in help_text and "GROOT_API_TOKEN" in help_text

@@ -1,7 +1,9 @@
 """Imitation pipeline: record demos (LeRobot layout), train a chunk BC policy, use it as the il
-base (alone, in a hybrid blend, under a residual), and refuse checkpoints that do not fit."""
+base (alone, in a hybrid blend, under a residual), and refuse datasets, outputs and checkpoints
+that do not fit."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,7 +16,9 @@ import record_demos
 import bc_policy
 import train_bc
 from base_policies import ILBasePolicy, base_policy_kwargs, make_base_policy, parse_hybrid_spec
-from lerobot_dataset import JOINT_UNITS, joint_ranges, radians_to_units, read_dataset, units_to_radians
+from joint_units import JOINT_UNITS, joint_ranges, radians_to_units, units_to_radians
+from lerobot_dataset import DatasetWriter, read_dataset
+from file_faults import edit_json, set_value
 from so101_env import SO101PaperSquareEnv
 
 TINY_BC = dict(chunk_size=4, chunk_steps=2, hidden_size=32, num_hidden_layers=2, num_updates=30, batch_size=64,
@@ -181,6 +185,78 @@ def test_wrong_checkpoints_are_refused(checkpoint, tmp_path):
         make_base_policy("il", 1)
     with pytest.raises(SystemExit, match="cannot evaluate.*states of size 6"):
         eval_policy.main(eval_policy.Args(base_policy="il", il_checkpoint=str(joints_only), n_episodes=1))
+
+    # Sizes are checked before the network is built, and the loaded weights and statistics for NaN.
+    for change in ({"hidden_size": -1}, {"chunk_size": 1000}):
+        torch.save({**saved, **change}, tmp_path / "sizes.pt")
+        with pytest.raises(ValueError, match=f"declares {next(iter(change))} .*outside what train_bc.py writes"):
+            make_base_policy("il", 1, checkpoint=str(tmp_path / "sizes.pt"))
+    for name in ("action_mean", "net.0.weight"):
+        model = {**saved["model"], name: saved["model"][name].clone().fill_(float("nan"))}
+        torch.save({**saved, "model": model}, tmp_path / "nan.pt")
+        with pytest.raises(ValueError, match=f"holds NaN or infinite values \\(in {name}\\); retrain it"):
+            make_base_policy("il", 1, checkpoint=str(tmp_path / "nan.pt"))
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(dataset, tmp_path):
+    output, runs = tmp_path / "bc.pt", tmp_path / "runs"
+    output.write_bytes(b"someone's file")
+    with pytest.raises(SystemExit, match="--output .*bc.pt already exists; pass --overwrite") as exit_:
+        train_bc.main(train_bc.Args(dataset=str(dataset), run_dir=str(runs), output=str(output), **TINY_BC))
+    assert exit_.value.code == 2
+    assert output.read_bytes() == b"someone's file" and not runs.exists()  # refused before anything was made
+    train_bc.main(train_bc.Args(dataset=str(dataset), run_dir=str(runs), output=str(output), overwrite=True, **TINY_BC))
+    assert torch.load(output, weights_only=True)["format"] == bc_policy.CHECKPOINT_FORMAT
+
+
+EPISODE_1 = "data/chunk-000/episode_000001.parquet"
+DAMAGED_DATASETS = {
+    "NaN action": (lambda root: set_value(root / EPISODE_1, "action", 3, np.nan),
+                   r"episode_000001.parquet: column 'action' holds NaN or infinite values, first in episode 1, frame 3;"),
+    "infinite joint": (lambda root: set_value(root / EPISODE_1, "observation.state", 5, np.inf),
+                       r"column 'observation.state' holds NaN or infinite values, first in episode 1, frame 5;"),
+    "NaN environment state": (lambda root: set_value(root / EPISODE_1, "observation.environment_state", 0, np.nan),
+                              r"column 'observation.environment_state' holds NaN or infinite values, first in episode 1, frame 0;"),
+    "shape info.json lies about": (
+        lambda root: edit_json(root / "meta/info.json", lambda info: info["features"]["observation.environment_state"].update(shape=[20])),
+        r"column 'observation.environment_state' holds 19 values per frame, but info.json declares shape \[20\]"),
+    "NaN act_scale": (lambda root: edit_json(root / "meta/info.json", lambda info: info["so101_sim"].update(act_scale=np.nan)),
+                      r"info.json: so101_sim.act_scale is nan, not a number within \(0, 0.2\]"),
+    "info.json not JSON": (lambda root: (root / "meta/info.json").write_text("{"), r"meta/info.json cannot be read as JSON"),
+    "parquet file not parquet": (lambda root: (root / EPISODE_1).write_bytes(b"PAR1"), r"cannot read .*episode_000001.parquet"),
+}
+
+
+@pytest.mark.parametrize("damage, message", DAMAGED_DATASETS.values(), ids=DAMAGED_DATASETS.keys())
+def test_a_damaged_dataset_is_refused_in_one_line_that_says_where(dataset, tmp_path, damage, message):
+    damaged = shutil.copytree(dataset, tmp_path / "damaged")
+    damage(damaged)
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit, match=message) as exit_:
+        train_bc.main(train_bc.Args(dataset=str(damaged), run_dir=str(runs), **TINY_BC))
+    assert exit_.value.code == 2 and "\n" not in str(exit_.value)
+    assert not runs.exists()  # refused before a run directory (or a checkpoint) was made
+
+
+def test_a_dataset_of_one_frame_is_refused_rather_than_trained_to_nan(tmp_path):
+    writer = DatasetWriter(tmp_path / "one", "radians", 0.02, {})
+    writer.add_episode(np.zeros((1, 25)), np.zeros((1, 6)), np.zeros(1), True)
+    writer.close()
+    with pytest.raises(SystemExit, match="gives 1 training frame.*needs at least 2"):
+        train_bc.main(train_bc.Args(dataset=str(tmp_path / "one"), run_dir=str(tmp_path / "runs"), **TINY_BC))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"seed": -1}, r"--seed must be within \[0, 4294967295\], got -1"),
+    ({"chunk_size": 1000, "chunk_steps": 1}, r"--chunk-size must be within \[1, 100\], got 1000"),
+    ({"batch_size": 10**6}, r"--batch-size must be within \[1, 65536\], got 1000000"),
+    ({"learning_rate": 10.0}, r"--learning-rate must be within \(0.0, 1.0\], got 10.0"),
+])
+def test_numeric_options_are_refused_out_of_range(tmp_path, option, message):
+    with pytest.raises(SystemExit, match=message):
+        train_bc.main(train_bc.Args(dataset=str(tmp_path / "none"), run_dir=str(tmp_path / "runs"), **{**TINY_BC, **option}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_hybrid_blend_is_the_weighted_sum_of_its_members(checkpoint):

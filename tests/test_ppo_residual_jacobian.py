@@ -24,7 +24,6 @@ TINY = dict(
     critic_warmup_iterations=1,
     eval_every=1,
     eval_episodes=1,
-    video_size=48,
     hidden_size=32,
 )
 
@@ -97,7 +96,7 @@ def short_episode_env(args, tape_half_size):
     import gymnasium as gym
 
     return lambda: gym.wrappers.RecordEpisodeStatistics(
-        SO101PaperSquareEnv(act_scale=args.act_scale, tape_half_size=tape_half_size, max_episode_steps=15)
+        SO101PaperSquareEnv(tape_half_size=tape_half_size, max_episode_steps=15)
     )
 
 
@@ -228,9 +227,9 @@ def test_eval_refuses_checkpoint_for_another_base(trained_run):
     "overrides, message",
     [
         (dict(alpha=1.5), "--alpha must be within"),
-        (dict(total_timesteps=-5), "--total-timesteps must be at least 1"),
-        (dict(base_policy="groot9"), "--base-policy 'groot9' is unknown"),
-        (dict(learning_rate=0.0), "--learning-rate must be positive"),
+        (dict(total_timesteps=-5), r"--total-timesteps must be within \[1, "),
+        (dict(base_policy="il"), "needs --il-checkpoint"),
+        (dict(learning_rate=0.0), r"--learning-rate must be within \(0.0, 1.0\]"),
     ],
 )
 def test_nonsense_arguments_are_rejected(overrides, message):

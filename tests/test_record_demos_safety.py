@@ -4,11 +4,15 @@ numeric options where they are parsed."""
 
 import json
 import pathlib
+import signal
+import subprocess
+import sys
 
 import pytest
 import tyro
 
 import record_demos
+from file_faults import pretend_mount_point
 from lerobot_dataset import read_dataset
 from so101_env import SO101PaperSquareEnv
 
@@ -100,7 +104,7 @@ def test_overwrite_that_keeps_no_episode_leaves_the_old_dataset_byte_identical(t
 
 
 @pytest.mark.parametrize("error", [RuntimeError("the sim broke"), KeyboardInterrupt()], ids=["raises", "interrupted"])
-def test_overwrite_that_fails_midway_leaves_the_old_dataset(tmp_path, old_dataset, monkeypatch, error):
+def test_overwrite_that_fails_midway_leaves_the_old_dataset(tmp_path, old_dataset, monkeypatch, capsys, error):
     out = tmp_path / "demos"
     lay_out(out, old_dataset)
     step = SO101PaperSquareEnv.step
@@ -113,9 +117,13 @@ def test_overwrite_that_fails_midway_leaves_the_old_dataset(tmp_path, old_datase
         return step(self, action)
 
     monkeypatch.setattr(SO101PaperSquareEnv, "step", failing_step)
-    expected = (RuntimeError, "the sim broke") if isinstance(error, RuntimeError) else (SystemExit, "interrupted: nothing written")
-    with pytest.raises(expected[0], match=expected[1]):
-        record(out, overwrite=True, n_episodes=2)
+    if isinstance(error, RuntimeError):
+        with pytest.raises(RuntimeError, match="the sim broke"):
+            record(out, overwrite=True, n_episodes=2)
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            record(out, overwrite=True, n_episodes=2)
+        assert exit_.value.code == 130 and "interrupted: nothing written to" in capsys.readouterr().out
     assert len(calls) == 150
     assert snapshot(out) == old_dataset
     assert siblings(out) == ["demos"]
@@ -138,6 +146,30 @@ def test_interrupting_a_new_recording_keeps_its_episodes_and_exits_non_zero(tmp_
     assert exit_.value.code == 130
     assert len(read_dataset(out).episodes) == 1
     assert siblings(out) == ["new"]
+
+
+def test_sigterm_keeps_the_episodes_recorded_so_far_as_ctrl_c_does_and_exits_143(tmp_path):
+    out = tmp_path / "new"
+    command = [sys.executable, "record_demos.py", "--output-dir", str(out), "--n-episodes", "5", "--seed", "2",
+               "--dart-noise-std", "0", "--cameras", "--image-size", "32"]  # with cameras, a line per attempt
+    process = subprocess.Popen(command, cwd=pathlib.Path(record_demos.__file__).parent, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("attempt 1: kept"):
+            break
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output
+    assert "interrupted: wrote the" in output and len(read_dataset(out).episodes) >= 1
+    assert siblings(out) == ["new"]  # no staging directory left behind
+
+
+def test_a_mount_point_is_refused_before_recording(tmp_path, monkeypatch):
+    out = tmp_path / "usb"
+    out.mkdir()
+    pretend_mount_point(monkeypatch, out)
+    with pytest.raises(SystemExit, match="usb is a mount point .*write into a new directory inside it") as exit_:
+        record(out)
+    assert exit_.value.code == 2 and list(out.iterdir()) == [] and siblings(out) == ["usb"]
 
 
 def test_a_recording_that_keeps_no_episode_creates_nothing(tmp_path):
@@ -166,19 +198,20 @@ def test_an_empty_directory_stays_empty_until_an_episode_is_kept_then_is_filled_
         (["--n-episodes", "0"], "--n-episodes must be at least 1, got 0"),
         (["--n-episodes", "-3"], "--n-episodes must be at least 1, got -3"),
         (["--max-attempts", "0"], "--max-attempts must be at least 1, got 0"),
-        (["--seed", "-1"], "--seed must be at least 0, got -1"),
-        (["--dart-noise-std", "-0.1"], r"--dart-noise-std must be a finite number >= 0, got -0.1"),
-        (["--dart-noise-std", "nan"], r"--dart-noise-std must be a finite number >= 0, got nan"),
-        (["--dart-noise-std", "inf"], r"--dart-noise-std must be a finite number >= 0, got inf"),
-        (["--act-scale", "0"], r"--act-scale must be a finite number > 0 .*, got 0.0"),
-        (["--act-scale", "-0.02"], r"--act-scale must be a finite number > 0 .*, got -0.02"),
-        (["--act-scale", "inf"], r"--act-scale must be a finite number > 0 .*, got inf"),
-        (["--act-scale", "nan"], r"--act-scale must be a finite number > 0 .*, got nan"),
-        (["--tape-half-size", "0.01"], r"--tape-half-size must be a finite number within \[0.02, 0.3\] m, got 0.01"),
-        (["--tape-half-size", "0.5"], r"--tape-half-size must be a finite number within \[0.02, 0.3\] m, got 0.5"),
-        (["--tape-half-size", "nan"], r"--tape-half-size must be a finite number within \[0.02, 0.3\] m, got nan"),
+        (["--seed", "-1"], r"--seed must be within \[0, 4294967295\], got -1"),
+        (["--dart-noise-std", "-0.1"], r"--dart-noise-std must be within \[0.0, 1.0\], got -0.1"),
+        (["--dart-noise-std", "nan"], r"--dart-noise-std must be a finite number, got nan"),
+        (["--dart-noise-std", "inf"], r"--dart-noise-std must be a finite number, got inf"),
+        (["--act-scale", "0"], r"--act-scale must be within \(0.0, 0.2\], got 0.0"),
+        (["--act-scale", "-0.02"], r"--act-scale must be within \(0.0, 0.2\], got -0.02"),
+        (["--act-scale", "0.5"], r"--act-scale must be within \(0.0, 0.2\], got 0.5"),  # the env's limit, up front
+        (["--act-scale", "inf"], r"--act-scale must be a finite number, got inf"),
+        (["--act-scale", "nan"], r"--act-scale must be a finite number, got nan"),
+        (["--tape-half-size", "0.01"], r"--tape-half-size must be within \[0.02, 0.3\], got 0.01"),
+        (["--tape-half-size", "0.5"], r"--tape-half-size must be within \[0.02, 0.3\], got 0.5"),
+        (["--tape-half-size", "nan"], r"--tape-half-size must be a finite number, got nan"),
         # every problem at once, not only the first
-        (["--units", "furlongs", "--act-scale", "-1"], r"unknown --units 'furlongs'.*\n.*--act-scale must be"),
+        (["--dart-noise-std", "-1", "--act-scale", "-1"], r"--dart-noise-std must be.*\n.*--act-scale must be"),
     ],
 )
 def test_numeric_options_are_checked_where_they_are_parsed(tmp_path, argv, message):

@@ -19,9 +19,10 @@ import torch
 import eval_policy
 import ppo_residual_jacobian as ppo
 import train_bc
-from checkpoint_io import ResidualActor, load_checkpoint, save_checkpoint
+from checkpoint_io import load_actor_program, load_checkpoint, save_checkpoint
 from episodes import EpisodeRecord
-from run_utils import StopSignals, close_writer, create_run_dir
+from run_dirs import create_run_dir
+from stop_signals import StopSignals, close_writer
 from so101_env import SO101PaperSquareEnv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -66,15 +67,16 @@ def test_checkpoints_hold_only_plain_data(finished_run):
     assert isinstance(checkpoint["args"], dict) and checkpoint["trainer"] == "ppo_residual_jacobian.py"
 
 
-def test_evaluation_rebuilds_the_residual_from_weights_alone(finished_run):
-    checkpoint = load_checkpoint(finished_run / "checkpoints" / "final.pt")
+def test_evaluation_runs_the_checkpoints_actor_program_which_is_the_trained_agents_residual(finished_run):
+    path = finished_run / "checkpoints" / "final.pt"
+    checkpoint = load_checkpoint(path)
     agent = ppo.Agent(25, 6, hidden_size=16)
     agent.load_state_dict(checkpoint["agent"])
     states, base_actions = np.random.default_rng(0).normal(size=(32, 25)) * 3, np.random.default_rng(1).uniform(-1, 1, (32, 6))
     with torch.no_grad():
         expected = agent.residual_mean(torch.as_tensor(states, dtype=torch.float32),
                                        torch.as_tensor(base_actions, dtype=torch.float32)).numpy()
-    np.testing.assert_array_equal(ResidualActor(checkpoint).residual_mean(states, base_actions.astype(np.float32)), expected)
+    np.testing.assert_array_equal(load_actor_program(checkpoint, path)(states, base_actions), expected)
 
 
 # ----- 3. run directories are never shared -------------------------------------------------------
@@ -167,7 +169,7 @@ def test_a_blow_up_reports_no_distance_and_is_not_averaged_in():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(batch_size=0), "--batch-size must be at least 1"),
+    (dict(batch_size=0), r"--batch-size must be within \[1, 65536\]"),
     (dict(learning_rate=math.nan), "--learning-rate must be a finite number"),
     (dict(num_updates=0), "--num-updates must be at least 1"),
 ])
@@ -233,7 +235,6 @@ def test_a_finished_run_is_not_rewritten_and_extends_only_when_asked(finished_ru
     run = tmp_path / finished_run.name
     shutil.copytree(finished_run, run)
     final = run / "checkpoints" / "final.pt"
-    save_checkpoint(final, {**load_checkpoint(final), "run_dir": str(run)})  # the copy is its own run
     before = final.read_bytes()
     with pytest.raises(SystemExit, match="finished run"):
         ppo.main(ppo.Args(resume=str(final)))
@@ -245,6 +246,70 @@ def test_a_finished_run_is_not_rewritten_and_extends_only_when_asked(finished_ru
     extended = load_checkpoint(final)
     assert extended["global_step"] == 192 and extended["args"]["total_timesteps"] == 192
     assert extended["args"]["learning_rate"] == 3e-4
+
+
+def test_a_resumed_copy_writes_beside_its_checkpoint_never_where_the_file_says(finished_run, tmp_path):
+    """`cp -a` a run and resume the copy: the copy is extended, the original is untouched, and the run
+    directory named inside the file (here a crafted one) gets nothing."""
+    original = {path: path.read_bytes() for path in finished_run.rglob("*") if path.is_file()}
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    final = copy / "checkpoints" / "final.pt"
+    elsewhere = tmp_path / "elsewhere"
+    save_checkpoint(final, {**load_checkpoint(final), "run_dir": str(elsewhere)})
+    assert ppo.main(ppo.Args(resume=str(final), total_timesteps=192)) == copy
+    assert load_checkpoint(final)["global_step"] == 192
+    assert {path: path.read_bytes() for path in finished_run.rglob("*") if path.is_file()} == original
+    assert not elsewhere.exists()
+
+
+def test_a_checkpoint_outside_a_runs_checkpoints_folder_is_refused_for_resume(finished_run, tmp_path, capsys):
+    loose = tmp_path / "latest.pt"
+    shutil.copy(finished_run / "checkpoints" / "final.pt", loose)
+    with pytest.raises(SystemExit) as refused:
+        ppo.main(ppo.Args(resume=str(loose), total_timesteps=192))
+    assert refused.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "copy it to" in line and "checkpoints/latest.pt" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["latest.pt"]
+
+
+def test_a_run_directory_held_by_a_live_trainer_is_refused_and_released_when_it_dies(tmp_path):
+    trainer = subprocess.Popen(
+        [sys.executable, "ppo_residual_jacobian.py", *TINY_FLAGS, "--num-workers", "0", "--total-timesteps", "1000000",
+         "--run-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert trainer.stdout.readline().startswith("iter 1/")
+        (run_dir,) = tmp_path.iterdir()
+        latest = run_dir / "checkpoints" / "latest.pt"
+        deadline = time.monotonic() + 60
+        while not latest.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "ppo_residual_jacobian.py", "--resume", str(latest),
+                                 "--total-timesteps", "2000000"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        (line,) = second.stderr.strip().splitlines()
+        assert f"in use by process {trainer.pid}" in line
+    finally:
+        trainer.kill()  # SIGKILL: no clean-up code runs, the kernel drops the lock
+        trainer.wait()
+    from run_dirs import hold_run_dir
+
+    with hold_run_dir(run_dir):
+        pass
+
+
+def test_a_checkpoint_without_optimizer_state_evaluates_but_is_refused_for_resume(tmp_path):
+    example = ROOT / "checkpoints" / "residual_jacobian_seed1.pt"
+    assert "optimizer" not in torch.load(example, weights_only=True)  # kept small: weights and the actor program
+    resumed = subprocess.run([sys.executable, str(ROOT / "ppo_residual_jacobian.py"), "--resume", str(example),
+                              "--total-timesteps", "100000000"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 2
+    (line,) = resumed.stderr.strip().splitlines()
+    assert "no optimizer state" in line and "evaluate" in line
+    assert not any(tmp_path.iterdir()) and not (ROOT / "checkpoints" / "final.pt").exists()
+    summary, = eval_policy.main(eval_policy.Args(model_path=str(example), n_episodes=1))
+    assert summary["n_episodes"] == 1
 
 
 def test_resume_after_a_hard_kill_logs_no_step_twice(tmp_path, monkeypatch):
@@ -270,10 +335,10 @@ def test_resume_after_a_hard_kill_logs_no_step_twice(tmp_path, monkeypatch):
 def test_a_groot_checkpoint_given_to_the_jacobian_script_is_a_clear_error(finished_run, tmp_path):
     payload = load_checkpoint(finished_run / "checkpoints" / "final.pt")
     groot = {**payload, "trainer": "ppo_residual_groot.py", "base_config": {"name": "groot", "act_scale": 0.02},
-             "args": {**payload["args"], "groot_model": "some/checkpoint"}}
-    save_checkpoint(tmp_path / "groot.pt", groot)
+             "args": {**payload["args"], "groot": {"model": "some/checkpoint"}}}
+    save_checkpoint(tmp_path / "checkpoints" / "groot.pt", groot)
     with pytest.raises(SystemExit, match="trained on the 'groot' base by ppo_residual_groot.py; resume it with that script"):
-        ppo.main(ppo.Args(resume=str(tmp_path / "groot.pt")))
+        ppo.main(ppo.Args(resume=str(tmp_path / "checkpoints" / "groot.pt")))
 
 
 def test_a_jacobian_checkpoint_given_to_the_groot_script_is_a_clear_error(finished_run):

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import eval_policy
+import ppo_residual_jacobian as ppo
 import so101_env
+from actor_program import export_actor
 from checkpoint_io import save_checkpoint
 from seed_statistics import aggregate, bootstrap_ci, iqm, iqm_weights, paired_difference
 
@@ -106,12 +108,13 @@ EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "checkpoints" / "resi
 def residual_scaled(path, scale: float) -> str:
     """The example checkpoint with its residual's last layer times `scale` (0: the base exactly)."""
     checkpoint = torch.load(EXAMPLE, weights_only=True)
-    agent = dict(checkpoint["agent"])
-    last = max((key for key in agent if key.startswith("actor_mean.") and key.endswith(".weight")),
-               key=lambda key: int(key.split(".")[1]))
-    agent[last] = agent[last] * scale
-    agent[last.replace("weight", "bias")] = agent[last.replace("weight", "bias")] * scale
-    save_checkpoint(path, {**checkpoint, "agent": agent})
+    agent = ppo.Agent(so101_env.STATE_DIM, so101_env.ACTION_DIM, checkpoint["args"]["hidden_size"])
+    agent.load_state_dict(checkpoint["agent"])
+    with torch.no_grad():
+        agent.actor_mean[-1].weight.mul_(scale)
+        agent.actor_mean[-1].bias.mul_(scale)
+    save_checkpoint(path, {**checkpoint, "agent": agent.state_dict(),
+                           "actor_program": export_actor(agent.residual_mean, so101_env.STATE_DIM, so101_env.ACTION_DIM)})
     return str(path)
 
 

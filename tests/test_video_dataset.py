@@ -1,8 +1,10 @@
 """record_demos.py --cameras: the top_view and wrist cameras as LeRobot v2.1 video features, read
 back by lerobot_dataset.py; info.json, episodes_stats.jsonl, stats.json and Isaac-GR00T's
-modality.json agree with the data. Small images (64 px) and two short episodes keep it fast."""
+modality.json agree with the data, and what Isaac-GR00T's loader needs holds (timestamps, statistics
+as stored, NVIDIA's camera names). Small images (64 px) and two short episodes keep it fast."""
 
 import json
+from fractions import Fraction
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,6 +20,9 @@ from so101_env import SO101PaperSquareEnv
 SIZE = 64
 CAMERAS = ("top_view", "wrist")
 KEYS = [f"observation.images.{camera}" for camera in CAMERAS]
+SO100_DUALCAM_KEYS = {"video": ["front", "wrist"], "state": ["single_arm", "gripper"], "action": ["single_arm", "gripper"],
+                      "annotation": ["human.task_description"]}
+"""the modality keys of NVIDIA's stock `--data-config so100_dualcam` (Isaac-GR00T N1.5's So100DualCamDataConfig)"""
 
 
 def record(path, **overrides):
@@ -136,6 +141,85 @@ def test_info_json_describes_the_videos(recorded):
     np.testing.assert_allclose(table.column("timestamp").to_numpy(), table.column("frame_index").to_numpy() / 30, atol=1e-6)
 
 
+def test_each_timestamp_is_the_first_float32_at_or_after_its_frames_start(recorded):
+    """Not the nearest float32, which lies before the frame's start for 43 % of the rows: a decoder that returns
+    the frame shown at a time (torchcodec, Isaac-GR00T's default backend) would return the previous frame."""
+    root, _ = recorded
+    for episode in range(2):
+        table = parquet(root, episode)
+        stamps, starts = table.column("timestamp").to_numpy(), table.column("frame_index").to_numpy() / 30
+        assert stamps.dtype == np.float32 and (stamps >= starts).all()
+        assert (np.nextafter(stamps, np.float32(-np.inf)) < starts).all()  # the smallest such float32
+        assert np.abs(stamps - starts).max() < 1e-6
+
+
+def decode_with_pyav(path):
+    """Every frame of a video with PyAV (FFmpeg's libraries, which torchcodec and torchvision use): the RGB frames
+    and each frame's exact start time, pts * time_base."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(frame.to_ndarray(format="rgb24"), frame.pts * stream.time_base) for frame in container.decode(stream)]
+    return np.stack([image for image, _ in frames]), [start for _, start in frames]
+
+
+def frame_played_at(starts, timestamp):
+    """torchcodec's VideoDecoder.get_frames_played_at (Isaac-GR00T N1.5's default backend): the frame shown at
+    `timestamp`, the last one that starts at or before it."""
+    return int(np.searchsorted(starts, Fraction(float(timestamp)), side="right")) - 1
+
+
+def nearest_frame(starts, timestamp):
+    """decord in Isaac-GR00T, and LeRobot's decoders (within their tolerance): the frame whose start is nearest."""
+    return int(np.argmin([abs(start - Fraction(float(timestamp))) for start in starts]))
+
+
+def test_every_backend_rule_returns_each_rows_own_frame(recorded):
+    """Each row's stored timestamp, looked up the way the video backends of Isaac-GR00T and LeRobot do on frames
+    decoded with PyAV, finds the frame written with that row, as the project's own reader (imageio-ffmpeg) does."""
+    root, originals = recorded
+    for episode, written in enumerate(originals):
+        table = parquet(root, episode)
+        rows, stamps = table.column("frame_index").to_numpy(), table.column("timestamp").to_numpy()
+        for camera in CAMERAS:
+            frames, starts = decode_with_pyav(video_file(root, episode, camera))
+            assert starts == [Fraction(i, 30) for i in range(len(rows))]  # frame i starts at frame_index / fps
+            assert [frame_played_at(starts, t) for t in stamps] == rows.tolist()
+            assert [nearest_frame(starts, t) for t in stamps] == rows.tolist()
+            # The rule tells: with timestamps rounded to the nearest float32, a third and more of the rows get the frame before.
+            rounded = (rows / 30).astype(np.float32)
+            assert sum(frame_played_at(starts, t) != row for t, row in zip(rounded, rows)) > len(rows) / 3
+            # The same pictures as our reader's, within PyAV's coarser default colour conversion, and frame i of
+            # PyAV is the frame written with row i (nearer it than the frames written a few rows away).
+            assert np.abs(frames - read_video_frames(root, episode, camera).astype(float)).mean() < 5
+            original = written[camera].astype(float)
+            own = np.abs(frames - original).mean()
+            assert all(own < np.abs(frames[offset:] - original[:-offset]).mean() for offset in (5, 10))
+
+
+def test_statistics_describe_the_values_as_stored(tmp_path):
+    """float32 in the parquet files, so in stats.json: a gripper held still in float64 terms (values 1e-12 apart)
+    is one float32, so min == max and Isaac's min-max normalization maps it to 0 (it gave -4.4 with float64 statistics)."""
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(tmp_path / "demos", "degrees", 0.02, {}, cameras=CAMERAS)
+    for length in (5, 7):
+        states = rng.uniform(-0.5, 0.5, (length, 25))
+        states[:, 5] = 0.3 + rng.uniform(0, 1e-12, length)
+        actions = rng.uniform(-1, 1, (length, 6))
+        actions[:, 5] = 0.0
+        writer.add_episode(states, actions, rng.uniform(-1, 0, length), True,
+                           images={camera: np.zeros((length, 16, 16, 3), np.uint8) for camera in CAMERAS})
+    assert writer.close()
+    root, stats = tmp_path / "demos", meta(tmp_path / "demos", "stats.json")
+    for feature in ("observation.state", "observation.environment_state", "action", "next.reward"):
+        columns = [np.array(parquet(root, i).column(feature).to_pylist(), dtype=np.float64) for i in range(2)]
+        stored = np.concatenate(columns).reshape(-1, len(stats[feature]["min"]))
+        for name, values in [("min", stored.min(0)), ("max", stored.max(0)), ("mean", stored.mean(0)),
+                             ("q01", np.quantile(stored, 0.01, axis=0))]:
+            np.testing.assert_array_equal(stats[feature][name], values, err_msg=f"{feature} {name}")
+    assert stats["action"]["min"][5] == stats["action"]["max"][5] and stats["action"]["std"][5] == 0.0
+
+
 def test_modality_json_maps_gr00t_keys_onto_the_dataset(recorded):
     root, _ = recorded
     modality, info = meta(root, "modality.json"), meta(root, "info.json")
@@ -148,7 +232,10 @@ def test_modality_json_maps_gr00t_keys_onto_the_dataset(recorded):
         covered = [names[i] for s in slices.values() for i in range(s["start"], s["end"])]
         assert covered == names  # every joint once, in order
         assert names[slice(*(slices["gripper"][k] for k in ("start", "end")))] == ["gripper.pos"]
-    assert modality["video"] == {camera: {"original_key": key} for camera, key in zip(CAMERAS, KEYS)}
+    assert modality["video"] == {"front": {"original_key": "observation.images.top_view"},
+                                 "wrist": {"original_key": "observation.images.wrist"}}
+    for kind, keys in SO100_DUALCAM_KEYS.items():  # Isaac refuses a dataset that lacks one ("Video key front not found")
+        assert list(modality[kind]) == keys
     assert all(info["features"][v["original_key"]]["dtype"] == "video" for v in modality["video"].values())
     annotation = modality["annotation"]["human.task_description"]["original_key"]
     task_indices = set(parquet(root, 0).column(annotation).to_pylist())
@@ -249,12 +336,18 @@ def test_progress_lines_report_the_rate(tmp_path, capsys):
     assert "frames/s" in out and "episodes/min" in out and "(111 frames, 2 videos)" in out
 
 
-@pytest.mark.parametrize("size, message", [(63, "--image-size must be even"), (8, "--image-size must be at least 16")])
+@pytest.mark.parametrize("size, message", [(63, "--image-size must be even"), (8, r"--image-size must be within \[16, 480\]"),
+                                           (482, r"--image-size must be within \[16, 480\], got 482")])
 def test_the_image_size_is_checked(tmp_path, size, message):
     args = tyro.cli(record_demos.Args, args=["--output-dir", str(tmp_path / "out"), "--cameras", "--image-size", str(size)])
     with pytest.raises(SystemExit, match=message):
         record_demos.main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_image_size_limit_is_the_scenes_offscreen_framebuffer():
+    model = SO101PaperSquareEnv().model
+    assert record_demos.MAX_IMAGE_SIZE == min(model.vis.global_.offwidth, model.vis.global_.offheight)
 
 
 def test_the_writer_refuses_frames_that_do_not_fit(tmp_path):
@@ -264,6 +357,8 @@ def test_the_writer_refuses_frames_that_do_not_fit(tmp_path):
     with pytest.raises(ValueError, match="records no cameras"):
         plain.add_episode(states, actions, rewards, True, images={"wrist": frames})
     plain.discard()
+    with pytest.raises(ValueError, match="distinct names, also as named in modality.json"):
+        DatasetWriter(tmp_path / "cams", "radians", 0.02, {}, cameras=("top_view", "front"))  # both video.front
     writer = DatasetWriter(tmp_path / "cams", "radians", 0.02, {}, cameras=CAMERAS)
     for images, message in [
         (None, "needs images from the cameras"),

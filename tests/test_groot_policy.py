@@ -1,32 +1,24 @@
-"""Tests for groot_n15.py on tiny random checkpoints written in the real Isaac on-disk format.
+"""Tests for groot_policy.py (GR00TPolicy over groot_model.py and groot_checkpoint.py) on tiny random
+checkpoints written in the real Isaac on-disk format, locally and served by groot_server.py.
 
 No network and no GPU: the checkpoints and the tokenizer (real Qwen2 file layout, byte-level vocab)
 come from groot_fixtures.py, and the servers are made here, on 127.0.0.1 only.
 """
 
-import json
-import re
-import socket
 import threading
-import time
-from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import groot_n15
+import groot_checkpoint
+import groot_server
+from groot_checkpoint import EMBED_TOKENS_KEY, FUTURE_TOKENS_KEY
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
-    ARM_STATS, BYTE_VOCAB_SIZE, REAL_CONFIG, checkpoint_dir, one_torch_thread, tokenizer_dir, write_checkpoint,
-    write_tokenizer,
+    ARM_STATS, METADATA, checkpoint_dir, free_port, one_torch_thread, stats, tokenizer_dir, write_checkpoint,
 )
-from groot_n15 import (
-    EMBED_TOKENS_KEY, FUTURE_TOKENS_KEY, LM_HEAD_KEY, GR00TClient, GR00TPolicy, GR00TServer,
-    build_model, build_prompt, normalize_min_max, preprocess_images, unnormalize_min_max,
-)
-
-DATA = Path(__file__).parent / "data"
+from groot_policy import GR00TPolicy, build_prompt, normalize_min_max, preprocess_images, unnormalize_min_max
+from groot_server import GR00TClient, GR00TServer
 
 
 @pytest.fixture(scope="module")
@@ -158,27 +150,12 @@ def test_missing_metadata_json_is_a_clear_error(tmp_path, tokenizer_dir):
         GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer_dir, device="cpu")
 
 
-def test_missing_config_json_is_a_clear_error(tmp_path):
-    (tmp_path / "experiment_cfg").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"config\.json is missing: not an Isaac-GR00T N1\.5 checkpoint"):
-        groot_n15.resolve_checkpoint(tmp_path)
-
-
 def test_missing_tokenizer_files_are_a_clear_error(tmp_path, checkpoint_dir):
     (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"lacks vocab\.json \+ merges\.txt.*--groot-tokenizer"):
         GR00TPolicy.from_pretrained(checkpoint_dir, tokenizer=tmp_path, device="cpu")
     with pytest.raises(FileNotFoundError, match="GR00T tokenizer"):
-        groot_n15.load_tokenizer(tmp_path / "no-such-dir")
-
-
-def test_tokenizer_without_image_tokens_is_rejected(tmp_path):
-    directory = write_tokenizer(tmp_path)
-    (directory / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": BYTE_VOCAB_SIZE}))
-    config = json.loads((directory / "tokenizer_config.json").read_text())
-    (directory / "tokenizer_config.json").write_text(json.dumps(config | {"additional_special_tokens": []}))
-    with pytest.raises(ValueError, match="lacks the special tokens"):
-        groot_n15.load_tokenizer(directory)
+        groot_checkpoint.load_tokenizer(tmp_path / "no-such-dir")
 
 
 def test_unknown_embodiment_tag_is_a_clear_error(checkpoint_dir, tokenizer_dir):
@@ -188,36 +165,19 @@ def test_unknown_embodiment_tag_is_a_clear_error(checkpoint_dir, tokenizer_dir):
         GR00TPolicy.from_pretrained(checkpoint_dir, embodiment_tag="gr1", tokenizer=tokenizer_dir, device="cpu")
 
 
+def test_metadata_that_does_not_fit_the_model_is_a_clear_error(tmp_path, tokenizer_dir):
+    wide = {"new_embodiment": METADATA["new_embodiment"] | {"statistics": METADATA["new_embodiment"]["statistics"] | {
+        "state": {"single_arm": stats([-1.0] * 70, [1.0] * 70), "gripper": stats([0.0], [0.0])}}}}
+    directory = write_checkpoint(tmp_path / "wide", metadata=wide)
+    with pytest.raises(ValueError, match=r"metadata\.json has 71 state and 6 action dims; the model takes at most 64 and 32"):
+        GR00TPolicy.from_pretrained(directory, tokenizer=tokenizer_dir, dtype="float32", device="cpu")
+
+
 def test_missing_observation_key_names_the_expected_keys(policy):
     obs = observation()
     del obs["video.wrist"]
     with pytest.raises(KeyError, match=r"video\.wrist"):
         policy.get_action(obs)
-
-
-# ----- architecture vs the real checkpoint keys ---------------------------------------------
-
-
-def test_full_size_architecture_matches_the_real_checkpoint_keys():
-    """The full N1.5 model, parameters on meta, has exactly the Isaac checkpoint's names and shapes.
-
-    tests/data/groot_n15_checkpoint_keys.tsv lists each key with layer indices written as N, the
-    number of layers, and the shape of the first layer's tensor."""
-    model = build_model(REAL_CONFIG)
-    state = model.state_dict()
-    collapsed = defaultdict(list)
-    for key, tensor in state.items():
-        collapsed[re.sub(r"\.\d+(?=\.)", ".N", key)].append(tuple(tensor.shape))
-    expected = {}
-    for line in (DATA / "groot_n15_checkpoint_keys.tsv").read_text().splitlines():
-        key, count, shape = line.split("\t")
-        expected[key] = (int(count), tuple(int(d) for d in re.findall(r"\d+", shape)))
-    assert {k: (len(v), v[0]) for k, v in collapsed.items()} == expected
-    assert len(state) == 899  # as in the Isaac checkpoint, lm_head included
-    assert sum(p.numel() for p in model.parameters()) == 2_413_522_880  # unique parameters (lm_head is tied)
-    blocks = model.action_head.model.transformer_blocks
-    assert blocks[0].attn1.to_k.weight.shape == (1536, 2048)  # even blocks cross-attend to the VL tokens
-    assert blocks[1].attn1.to_k.weight.shape == (1536, 1536)  # odd blocks self-attend
 
 
 # ----- pre/post-processing pieces ------------------------------------------------------------
@@ -257,22 +217,7 @@ def test_metadata_exposes_keys_and_statistics(policy):
     assert policy.metadata.video["front"]["resolution"] == [96, 72]
 
 
-def test_cli_info_prints_keys_and_statistics(checkpoint_dir, capsys):
-    groot_n15.main(["info", str(checkpoint_dir)])
-    out = capsys.readouterr().out
-    assert "video.front" in out and "action.gripper [1]" in out and "future_tokens: True" in out
-    with pytest.raises(SystemExit) as exit_info:
-        groot_n15.main(["--help"])
-    assert exit_info.value.code == 0
-
-
-# ----- server protocol -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ----- served --------------------------------------------------------------------------------
 
 
 def test_client_round_trips_with_a_local_server(policy):
@@ -304,9 +249,9 @@ def test_client_round_trips_with_a_local_server(policy):
 
 def test_cli_server_with_noise_zero_answers_one_chunk_per_observation(checkpoint_dir, tokenizer_dir):
     port = free_port()
-    argv = ["serve", str(checkpoint_dir), "--groot-tokenizer", str(tokenizer_dir), "--port", str(port), "--device", "cpu",
+    argv = [str(checkpoint_dir), "--groot-tokenizer", str(tokenizer_dir), "--port", str(port), "--device", "cpu",
             "--dtype", "float32", "--noise", "zero"]
-    thread = threading.Thread(target=groot_n15.main, args=(argv,), daemon=True)
+    thread = threading.Thread(target=groot_server.main, args=(argv,), daemon=True)
     thread.start()
     client = GR00TClient("127.0.0.1", port, timeout_s=60)  # the first reply waits for the model to load
     first, again = client.get_action(observation()), client.get_action(observation())
@@ -314,57 +259,3 @@ def test_cli_server_with_noise_zero_answers_one_chunk_per_observation(checkpoint
     client.kill()  # a token-less loopback server honours it
     thread.join(timeout=10)
     assert not thread.is_alive()
-
-
-def test_server_checks_the_api_token_and_survives_bad_requests(policy):
-    server = GR00TServer(policy, host="127.0.0.1", port=0, api_token="secret")
-    try:
-        def reply(request):
-            return groot_n15.unpack(server.handle(groot_n15.pack(request)))
-
-        assert reply({"endpoint": "ping"}) == {"error": "Unauthorized: Invalid API token"}
-        assert reply({"endpoint": "ping", "api_token": "secret"})["status"] == "ok"
-        assert "Unknown endpoint" in reply({"endpoint": "reset", "api_token": "secret"})["error"]
-        assert "error" in groot_n15.unpack(server.handle(b"\xc1 not msgpack"))  # garbage gets a reply too
-    finally:
-        server.socket.close()
-
-
-def test_unreachable_server_times_out_with_a_clear_error():
-    port = free_port()
-    client = GR00TClient("127.0.0.1", port, timeout_s=0.5)
-    try:
-        start = time.monotonic()
-        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port}.*groot_n15\.py serve"):
-            client.get_action(observation(batch=1))
-        assert time.monotonic() - start < 2.0
-        assert not client.ping()  # the socket was recreated: a second call times out again, no hang, no state error
-    finally:
-        client.close()
-
-
-def test_convert_stores_the_weights_in_bfloat16_and_keeps_everything_else(tmp_path, checkpoint_dir):
-    smaller = tmp_path / "bf16"
-    groot_n15.main(["convert", str(checkpoint_dir), str(smaller), "--dtype", "bfloat16"])
-    originals, converted = groot_n15.safetensors_files(checkpoint_dir), groot_n15.safetensors_files(smaller)
-    assert [p.name for p in originals] == [p.name for p in converted]
-    before = groot_n15.load_state_dict(originals, torch.float32, "cpu")
-    after = groot_n15.load_state_dict(converted, torch.float32, "cpu")
-    assert before.keys() == after.keys()
-    for key, value in before.items():  # each weight is its own bfloat16 rounding
-        assert torch.equal(after[key], value.to(torch.bfloat16).float()), key
-    assert sum(p.stat().st_size for p in converted) < 0.6 * sum(p.stat().st_size for p in originals)
-    others = sorted(p.relative_to(checkpoint_dir) for p in checkpoint_dir.rglob("*") if p.is_file() and p not in originals)
-    assert others == sorted(p.relative_to(smaller) for p in smaller.rglob("*") if p.is_file() and p not in converted)
-    index = "model.safetensors.index.json"
-    assert all((checkpoint_dir / p).read_bytes() == (smaller / p).read_bytes() for p in others if p.name != index)
-    if (smaller / index).is_file():  # sharded: the index's weight map stays, its total size is the new one
-        from safetensors import safe_open
-
-        stored = 0
-        for file in converted:
-            with safe_open(str(file), framework="pt") as handle:
-                stored += sum(handle.get_tensor(k).numel() * handle.get_tensor(k).element_size() for k in handle.keys())
-        assert json.loads((smaller / index).read_text())["metadata"]["total_size"] == stored
-    with pytest.raises(FileExistsError, match="not an empty directory"):  # never written over
-        groot_n15.convert_checkpoint(checkpoint_dir, smaller, torch.bfloat16)
