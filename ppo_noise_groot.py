@@ -35,7 +35,8 @@ envs step in worker processes (`--async-envs`). `groot/inference_time` (seconds 
 
 Read it top to bottom: `Args`, the `Agent` and the `NoisePolicy`, `chunk_advantages`, the
 `RolloutCollector` that steps the envs (`envs.step`) with the steered base and the residual, then
-`main`: rollout, GAE and the clipped PPO updates (`ppo_update`) of CleanRL's ppo_continuous_action.py.
+`prepare_run` and `train`: rollout, GAE and the clipped PPO updates (`ppo_update`) of CleanRL's
+ppo_continuous_action.py.
 
 The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The residual
 actor sees the normalized state and the base action; its last layer starts at zero, so before

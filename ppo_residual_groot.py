@@ -15,8 +15,8 @@ envs step in worker processes (`--async-envs`). `groot/inference_time` (seconds 
 `groot/batch_size` (envs per call) are logged with the rest.
 
 Read it top to bottom: `Args`, the `Agent`, the `RolloutCollector` that steps the envs
-(`envs.step`) with the base and the residual, then `main`: rollout, GAE and the clipped PPO
-update of CleanRL's ppo_continuous_action.py.
+(`envs.step`) with the base and the residual, then `prepare_run` (options, resume, run directory)
+and `train`: rollout, GAE and the clipped PPO update of CleanRL's ppo_continuous_action.py.
 
 The executed action is `base_action + alpha * residual`, clipped to [-1, 1]. The residual
 actor sees the normalized state and the base action; its last layer starts at zero, so before

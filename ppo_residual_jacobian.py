@@ -11,10 +11,10 @@ sees the normalized state. Critic-only warm-up iterations run the base alone (re
 so the value function is sensible before the actor starts moving.
 
 Read it top to bottom: `Args`, the `Agent`, the `RolloutCollector` that steps the envs
-(`envs.step`) with the base and the residual, then `main`: rollout, GAE and the clipped PPO
-update of CleanRL's ppo_continuous_action.py. By default one worker process per CPU core runs a
-collector on its slice of the envs (rollout_workers.py); `--num-workers 0` runs the one collector
-in this process. The same seed gives the same run for a given worker count; another worker count
+(`envs.step`) with the base and the residual, then `prepare_run` (options, resume, run directory)
+and `train`: rollout, GAE and the clipped PPO update of CleanRL's ppo_continuous_action.py. By
+default one worker process per CPU core runs a collector on its slice of the envs
+(rollout_workers.py); `--num-workers 0` runs the one collector in this process. The same seed gives the same run for a given worker count; another worker count
 draws the exploration noise in other processes, so it gives another (equally valid) run.
 
 Everything algorithmic lives in this file on purpose: copy it to try an idea.
