@@ -372,6 +372,11 @@ class RolloutCollector:
         # gone: end them instead of waiting for replies that will not come.
         with contextlib.suppress(OSError, EOFError):
             self.envs.close(terminate=True)
+        # A close that stopped at a dead worker's pipe leaves gymnasium's `closed` unset, and its __del__
+        # would fail the same way at exit, printing a traceback: end the workers and mark it closed here.
+        for process in getattr(self.envs, "processes", ()):  # SyncVectorEnv has none
+            process.terminate()
+        self.envs.closed = True
 
 
 def evaluate(agent: Agent, base, args: Args, alpha: float, record_video: bool):
