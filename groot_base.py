@@ -241,7 +241,7 @@ class GR00TBasePolicy(BasePolicy):
     `noise` is where the local model starts each chunk's flow (NOISE_MODES): "random", a
     Gaussian draw as in Isaac-GR00T, or "zero", the Gaussian's mean, which makes the base deterministic
     (on the small sim base, 84 % against 69 % alone over the same 100 episodes). A server draws its own
-    noise (this project's: `python groot_server.py CHECKPOINT --noise zero`). A caller can also choose the
+    noise (this project's: `python serve_groot.py CHECKPOINT --noise zero`). A caller can also choose the
     start itself, per env and chunk: `act(states, images, flow_start)` (a noise policy, ppo_noise_groot.py;
     local backend only).
 
@@ -249,7 +249,7 @@ class GR00TBasePolicy(BasePolicy):
     `act(states, images={"top_view": (N, H, W, 3), "wrist": ...})` (see `base_policies.camera_images`).
 
     Backends: "local" loads the checkpoint (directory or hub id) in this process; "server" talks to
-    an Isaac-GR00T inference server (or `python groot_server.py CHECKPOINT`) at host:port, giving up after
+    an Isaac-GR00T inference server (or `python serve_groot.py CHECKPOINT`) at host:port, giving up after
     `timeout_s` (the server's API token, if it has one, comes from the environment variable
     GROOT_API_TOKEN). The mapping comes from the checkpoint's experiment_cfg/metadata.json (the server's
     get_metadata when it has one, else the checkpoint's file): cameras by `default_camera_map`,

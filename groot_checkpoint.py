@@ -10,13 +10,12 @@ this project trains may also carry their tokenizer in tokenizer/ and a training 
     metadata = load_metadata(directory)                    # GR00TMetadata: keys and statistics
     save_checkpoint(model, "new_dir", metadata_json, tokenizer)
 
-    python groot_checkpoint.py info CHECKPOINT                              # modality keys and statistics
-    python groot_checkpoint.py convert CHECKPOINT SMALLER --dtype bfloat16  # weights stored in half the bytes
+    python groot_tools.py info CHECKPOINT                              # modality keys and statistics
+    python groot_tools.py convert CHECKPOINT SMALLER --dtype bfloat16  # weights stored in half the bytes
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from command_line import BadInput
 from groot_model import EMBODIMENT_TAG_TO_ID, MAX_WIDTH, GR00TN15, build_model, check_config_limits
 
 DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files
@@ -470,31 +468,3 @@ def print_info(checkpoint_dir: Path, metadata: GR00TMetadata) -> None:
     for kind, stats in (("state", metadata.state), ("action", metadata.action)):
         for key, s in stats.items():
             print(f"{kind}.{key} [{len(s['min'])}]: min {np.round(s['min'], 3).tolist()} max {np.round(s['max'], 3).tolist()}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="GR00T N1.5 checkpoints: inspect one, or convert its weights' dtype.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="print modality keys and statistics (reads no weights)")
-    info.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
-    info.add_argument("--revision", default=None, help="hub branch/tag/commit")
-    info.add_argument("--embodiment-tag", default="new_embodiment")
-    convert = commands.add_parser("convert", help="copy a checkpoint directory with its weights stored in another dtype")
-    convert.add_argument("checkpoint", help="checkpoint directory")
-    convert.add_argument("destination", help="new (or empty) directory to write")
-    convert.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                         help="dtype of the stored weights (default bfloat16: half of float32's size); config.json is kept")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "convert":
-            print(f"wrote {convert_checkpoint(args.checkpoint, args.destination, getattr(torch, args.dtype))}")
-        else:
-            directory = resolve_checkpoint(args.checkpoint, args.revision, weights=False)
-            print_info(directory, load_metadata(directory, args.embodiment_tag))
-    except (OSError, ValueError) as error:  # a missing or malformed checkpoint, a destination in use
-        raise BadInput(" ".join(str(error).split())) from None  # the hub's messages span lines
-
-
-if __name__ == "__main__":
-    main()

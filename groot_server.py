@@ -7,9 +7,9 @@ listens on 127.0.0.1 unless told otherwise.
     client = GR00TClient("localhost", 5555)   # same methods as groot_policy.GR00TPolicy
     chunk = client.get_action(observation)
 
-    python groot_server.py CHECKPOINT                     # serve it on tcp://127.0.0.1:5555 (this machine only)
-    python groot_server.py CHECKPOINT --port 5556 --noise zero
-    GROOT_API_TOKEN=... python groot_server.py CHECKPOINT --host 0.0.0.0   # clients send the same token
+    python serve_groot.py CHECKPOINT                     # serve it on tcp://127.0.0.1:5555 (this machine only)
+    python serve_groot.py CHECKPOINT --port 5556 --noise zero
+    GROOT_API_TOKEN=... python serve_groot.py CHECKPOINT --host 0.0.0.0   # clients send the same token
 
 The server bounds what one request may cost, in bytes (--max-message-mb) and in work (--max-batch,
 --max-image-side, --max-megapixels), and takes only the types the model reads without coercion
@@ -18,13 +18,10 @@ The server bounds what one request may cost, in bytes (--max-message-mb) and in 
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import io
 import ipaddress
 import json
-import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,10 +30,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from command_line import BadInput
-from groot_checkpoint import DEFAULT_TOKENIZER, GR00TMetadata
-from groot_model import NOISE_MODES
-from groot_policy import GR00TPolicy
+from groot_checkpoint import GR00TMetadata
 
 # Server request cap. One get_action for 64 envs x 2 cameras x 224x224x3 uint8 frames is 19.3 MB
 # (states and text add a few kB), so 64 MB leaves room for about 3x that.
@@ -116,7 +110,7 @@ class GR00TClient:
             self.socket = self._connect()
             raise TimeoutError(
                 f"no reply from the GR00T server at {address} to '{endpoint}' within {self.timeout_s:g} s. Is it running? "
-                f"Start one with `python groot_server.py CHECKPOINT --port {self.port}` or Isaac-GR00T's "
+                f"Start one with `python serve_groot.py CHECKPOINT --port {self.port}` or Isaac-GR00T's "
                 f"`python scripts/inference_service.py --server --model_path CHECKPOINT --port {self.port}`. Or was the "
                 f"request too big? This request was {len(payload) / 1e6:.1f} MB, and a GR00TServer drops requests over "
                 f"its --max-message-mb (default {DEFAULT_MAX_MESSAGE_MB} MB) without a reply: send fewer envs per call."
@@ -249,7 +243,7 @@ def check_actions(actions: dict[str, np.ndarray]) -> None:
         bad = count_non_finite(value)
         if bad:
             raise ValueError(f"the model answered {bad} NaN or inf value(s) in '{key}' for this observation; are its "
-                             f"states far outside the checkpoint's statistics (`python groot_checkpoint.py info CHECKPOINT`)?")
+                             f"states far outside the checkpoint's statistics (`python groot_tools.py info CHECKPOINT`)?")
 
 
 class GR00TServer:
@@ -335,98 +329,3 @@ class GR00TServer:
         while self.running:
             self.socket.send(self.handle(self.socket.recv()))
         self.socket.close(linger=1000)  # LINGER 0 could drop the last reply (kill's) before zmq has sent it
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535 (0 picks a free port)")
-    return port
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got '{text}'")
-    return value
-
-
-def whole_number(low: int):
-    """argparse type: an integer of at least `low`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {low}, got '{text}'")
-        return value
-    return parse
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a GR00T N1.5 checkpoint with the Isaac-GR00T ZeroMQ protocol.")
-    parser.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
-    parser.add_argument("--revision", default=None, help="hub branch/tag/commit")
-    parser.add_argument("--embodiment-tag", default="new_embodiment")
-    parser.add_argument("--groot-tokenizer", default=None,
-                        help=f"tokenizer directory or hub id (default: the checkpoint's own tokenizer/ if it has one, else {DEFAULT_TOKENIZER})")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only); --host 0.0.0.0 accepts clients "
-                             "from the network, and should come with an API token (GROOT_API_TOKEN)")
-    parser.add_argument("--port", type=port_number, default=5555, help="TCP port, 0..65535 (0 picks a free one; default 5555)")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--noise", default="random", choices=NOISE_MODES,
-                        help="where each chunk's flow starts: a Gaussian draw (random, Isaac's) or its mean (zero: the same "
-                             "observation always gives the same chunk)")
-    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: the checkpoint's config.json torch_dtype")
-    parser.add_argument("--api-token", default=None,
-                        help="token every request must carry. Default: the GROOT_API_TOKEN environment variable (no token "
-                             "when unset or empty), which the training and evaluation scripts send as clients. Prefer the "
-                             "variable: a token on the command line is visible to other users of this machine (ps). It "
-                             "travels unencrypted, so on an untrusted network prefer an SSH tunnel to a 127.0.0.1 server")
-    parser.add_argument("--max-message-mb", type=positive_number, default=DEFAULT_MAX_MESSAGE_MB,
-                        help=f"largest request in MB of 10^6 bytes (default {DEFAULT_MAX_MESSAGE_MB}); a larger one is dropped "
-                             f"unread, without a reply (its client times out). 64 envs x 2 cameras x 224x224x3 uint8 frames "
-                             f"are 19.3 MB: raise it for more envs or larger frames")
-    parser.add_argument("--max-batch", type=whole_number(1), default=DEFAULT_MAX_BATCH,
-                        help=f"most observations (envs) per get_action (default {DEFAULT_MAX_BATCH}); a larger batch gets an error reply")
-    parser.add_argument("--max-image-side", type=whole_number(2), default=DEFAULT_MAX_IMAGE_SIDE,
-                        help=f"largest camera frame side in pixels (default {DEFAULT_MAX_IMAGE_SIDE})")
-    parser.add_argument("--max-megapixels", type=positive_number, default=DEFAULT_MAX_MEGAPIXELS,
-                        help=f"most pixels of all the frames of one get_action, in millions (default {DEFAULT_MAX_MEGAPIXELS:g}; "
-                             f"64 envs x 2 cameras of 224x224 frames are 6.4)")
-    args = parser.parse_args(argv)
-    if args.api_token == "":
-        parser.error("--api-token must not be empty (leave it out, and GROOT_API_TOKEN unset, for no token)")
-    api_token = args.api_token or os.environ.get("GROOT_API_TOKEN") or None
-    limits = RequestLimits(args.max_batch, args.max_image_side, math.ceil(args.max_megapixels * 1e6))
-
-    # Bind before the slow model load: a taken port or a bad --host fails at once, and the warning comes first.
-    try:
-        server = GR00TServer(None, args.host, args.port, api_token, math.ceil(args.max_message_mb * 1_000_000), limits)
-    except zmq.ZMQError as error:
-        raise BadInput(f"cannot listen on tcp://{args.host}:{args.port} ({zmq.strerror(error.errno)}): choose another --port "
-                       f"(0 picks a free one) or --host") from None
-    try:
-        server.policy = GR00TPolicy.from_pretrained(args.checkpoint, args.embodiment_tag, args.groot_tokenizer, args.dtype,
-                                                    args.device, args.revision, noise=args.noise)
-    except (OSError, ValueError) as error:
-        server.socket.close()
-        raise BadInput(" ".join(str(error).split())) from None  # the hub's messages span lines
-    server.run()
-
-
-if __name__ == "__main__":
-    main()

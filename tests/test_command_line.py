@@ -62,7 +62,7 @@ MISSING_ON_THE_HUB = "nobody-here/no-such-gr00t"  # offline: no download is trie
 @pytest.mark.parametrize("missing", [MISSING_DIRECTORY, MISSING_ON_THE_HUB])
 @pytest.mark.parametrize("script, flags", [("ppo_residual_groot.py", ["--groot.model"]),
                                            ("eval_policy.py", ["--base-policy", "groot", "--groot.model"]),
-                                           ("groot_server.py", ["--port", "0"])])
+                                           ("serve_groot.py", ["--port", "0"])])
 def test_a_checkpoint_that_cannot_be_found_ends_in_one_line_and_exit_status_2(script, flags, missing, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / script), *flags, missing], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import groot_checkpoint
+import groot_tools
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, one_torch_thread)
     BYTE_VOCAB_SIZE, REAL_CONFIG, TINY_CONFIG, checkpoint_dir, one_torch_thread, write_tokenizer,
 )
@@ -215,17 +216,17 @@ def test_full_size_architecture_matches_the_real_checkpoint_keys():
 
 
 def test_cli_info_prints_keys_and_statistics(checkpoint_dir, capsys):
-    groot_checkpoint.main(["info", str(checkpoint_dir)])
+    groot_tools.main(["info", str(checkpoint_dir)])
     out = capsys.readouterr().out
     assert "video.front" in out and "action.gripper [1]" in out and "future_tokens: True" in out
     with pytest.raises(SystemExit) as exit_info:
-        groot_checkpoint.main(["--help"])
+        groot_tools.main(["--help"])
     assert exit_info.value.code == 0
 
 
 def test_convert_stores_the_weights_in_bfloat16_and_keeps_everything_else(tmp_path, checkpoint_dir):
     smaller = tmp_path / "bf16"
-    groot_checkpoint.main(["convert", str(checkpoint_dir), str(smaller), "--dtype", "bfloat16"])
+    groot_tools.main(["convert", str(checkpoint_dir), str(smaller), "--dtype", "bfloat16"])
     originals, converted = groot_checkpoint.safetensors_files(checkpoint_dir), groot_checkpoint.safetensors_files(smaller)
     assert [p.name for p in originals] == [p.name for p in converted]
     before = groot_checkpoint.load_state_dict(originals, torch.float32, "cpu")
@@ -257,14 +258,14 @@ def test_convert_never_copies_what_a_link_outside_the_checkpoint_points_to(tmp_p
     link = source / "experiment_cfg" / "notes.txt"
     link.symlink_to(secret)
     with pytest.raises(SystemExit) as exit_info:
-        groot_checkpoint.main(["convert", str(source), str(tmp_path / "out")])
+        groot_tools.main(["convert", str(source), str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert f"error: {link} is a symbolic link to {secret}, outside the checkpoint" in err
     assert not (tmp_path / "out").exists()
     link.unlink()
     link.symlink_to(source / "config.json")  # a link inside the checkpoint is copied as the file it points to
-    groot_checkpoint.main(["convert", str(source), str(tmp_path / "out")])
+    groot_tools.main(["convert", str(source), str(tmp_path / "out")])
     copied = tmp_path / "out" / "experiment_cfg" / "notes.txt"
     assert not copied.is_symlink() and copied.read_text() == (source / "config.json").read_text()
 
@@ -282,7 +283,7 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, checkpoint_dir, capsys
         (["info", str(torn)], "metadata.json lacks 'modalities'"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
-            groot_checkpoint.main(argv)
+            groot_tools.main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
     assert (tmp_path / "used" / "keep.txt").read_text() == "not the converter's"

@@ -13,6 +13,7 @@ import torch
 
 import groot_checkpoint
 import groot_server
+import serve_groot
 from groot_checkpoint import EMBED_TOKENS_KEY, FUTURE_TOKENS_KEY
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     ARM_STATS, METADATA, checkpoint_dir, free_port, one_torch_thread, stats, tokenizer_dir, write_checkpoint,
@@ -251,7 +252,7 @@ def test_cli_server_with_noise_zero_answers_one_chunk_per_observation(checkpoint
     port = free_port()
     argv = [str(checkpoint_dir), "--groot-tokenizer", str(tokenizer_dir), "--port", str(port), "--device", "cpu",
             "--dtype", "float32", "--noise", "zero"]
-    thread = threading.Thread(target=groot_server.main, args=(argv,), daemon=True)
+    thread = threading.Thread(target=serve_groot.main, args=(argv,), daemon=True)
     thread.start()
     client = GR00TClient("127.0.0.1", port, timeout_s=60)  # the first reply waits for the model to load
     first, again = client.get_action(observation()), client.get_action(observation())

@@ -18,6 +18,7 @@ import pytest
 import zmq
 
 import groot_server
+import serve_groot
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
     checkpoint_dir, free_port, one_torch_thread, tokenizer_dir,
 )
@@ -389,7 +390,7 @@ def test_unreachable_server_times_out_with_a_clear_error():
     client = GR00TClient("127.0.0.1", port, timeout_s=0.5)
     try:
         start = time.monotonic()
-        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port}.*groot_server\.py CHECKPOINT"):
+        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port}.*serve_groot\.py CHECKPOINT"):
             client.get_action(observation(batch=1))
         assert time.monotonic() - start < 2.0
         assert not client.ping()  # the socket was recreated: a second call times out again, no hang, no state error
@@ -402,10 +403,10 @@ def test_unreachable_server_times_out_with_a_clear_error():
 
 @pytest.fixture
 def fake_serve(monkeypatch):
-    """`groot_server.py` with a fake model and a run() that only records the server."""
+    """`serve_groot.py` with a fake model and a run() that only records the server."""
     servers = []
     monkeypatch.delenv("GROOT_API_TOKEN", raising=False)
-    monkeypatch.setattr(groot_server.GR00TPolicy, "from_pretrained", classmethod(lambda cls, *args, **kwargs: FakePolicy()))
+    monkeypatch.setattr(serve_groot.GR00TPolicy, "from_pretrained", classmethod(lambda cls, *args, **kwargs: FakePolicy()))
     monkeypatch.setattr(GR00TServer, "run", lambda self: servers.append(self))
     yield servers
     for server in servers:
@@ -413,15 +414,15 @@ def fake_serve(monkeypatch):
 
 
 def test_cli_serves_on_loopback_by_default_with_the_size_limit(fake_serve, capsys):
-    groot_server.main(["checkpoint", "--port", "0"])
+    serve_groot.main(["checkpoint", "--port", "0"])
     assert fake_serve[-1].endpoint.startswith("tcp://127.0.0.1:")
     assert fake_serve[-1].max_message_bytes == 64_000_000 and isinstance(fake_serve[-1].policy, FakePolicy)
     assert "WARNING" not in capsys.readouterr().err
-    groot_server.main(["checkpoint", "--port", "0", "--host", "0.0.0.0", "--max-message-mb", "0.5"])
+    serve_groot.main(["checkpoint", "--port", "0", "--host", "0.0.0.0", "--max-message-mb", "0.5"])
     assert fake_serve[-1].endpoint.startswith("tcp://0.0.0.0:") and fake_serve[-1].max_message_bytes == 500_000
     assert "WARNING" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        groot_server.main(["--help"])
+        serve_groot.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "default 127.0.0.1" in help_text and "--host 0.0.0.0" in help_text and "19.3 MB" in help_text
 
@@ -443,7 +444,7 @@ def test_cli_serves_on_loopback_by_default_with_the_size_limit(fake_serve, capsy
 ])
 def test_cli_rejects_bad_port_and_limits(fake_serve, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        groot_server.main(["checkpoint", *args])
+        serve_groot.main(["checkpoint", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert fake_serve == []  # nothing was served
@@ -456,7 +457,7 @@ def test_cli_bad_address_is_one_line_and_status_2(fake_serve, capsys):
         for args, message in [(["--port", str(port)], rf"cannot listen on tcp://127\.0\.0\.1:{port} \(Address already in use\)"),
                               (["--host", "1.2.3.4.5"], r"cannot listen on tcp://1\.2\.3\.4\.5:5555 \(No such device\)")]:
             with pytest.raises(SystemExit) as exit_info:
-                groot_server.main(["checkpoint", *args])
+                serve_groot.main(["checkpoint", *args])
             err = capsys.readouterr().err
             assert exit_info.value.code == 2 and re.fullmatch(rf"error: {message}.*--port.*--host.*\n", err), err
     finally:
@@ -466,21 +467,21 @@ def test_cli_bad_address_is_one_line_and_status_2(fake_serve, capsys):
 
 def test_cli_missing_checkpoint_is_one_line_and_status_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        groot_server.main(["no/such/checkpoint/dir", "--port", "0"])
+        serve_groot.main(["no/such/checkpoint/dir", "--port", "0"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "is not a directory" in err
 
 
 def test_cli_takes_the_api_token_from_the_environment(fake_serve, capsys, monkeypatch):
     monkeypatch.setenv("GROOT_API_TOKEN", "from-env")
-    groot_server.main(["checkpoint", "--port", "0"])
+    serve_groot.main(["checkpoint", "--port", "0"])
     assert fake_serve[-1].api_token == "from-env"
-    groot_server.main(["checkpoint", "--port", "0", "--api-token", "from-flag"])  # the flag, when given, wins
+    serve_groot.main(["checkpoint", "--port", "0", "--api-token", "from-flag"])  # the flag, when given, wins
     assert fake_serve[-1].api_token == "from-flag"
     monkeypatch.setenv("GROOT_API_TOKEN", "")
-    groot_server.main(["checkpoint", "--port", "0"])
+    serve_groot.main(["checkpoint", "--port", "0"])
     assert fake_serve[-1].api_token is None  # empty: no token, as for the clients
     with pytest.raises(SystemExit):
-        groot_server.main(["--help"])
+        serve_groot.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "visible to other users" in help_text and "GROOT_API_TOKEN" in help_text

@@ -19,7 +19,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-SCRIPTS = {"ppo_residual_jacobian", "ppo_residual_groot", "eval_policy", "train_bc", "record_demos", "benchmark"}
+SCRIPTS = {"ppo_residual_jacobian", "ppo_residual_groot", "eval_policy", "train_bc", "record_demos", "benchmark",
+           "serve_groot", "groot_tools"}
 OPTIONAL_SCRIPTS = {"finetune_groot"}
 """Scripts that may not exist; any module named ppo_* is a script too."""
 
