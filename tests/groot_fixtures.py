@@ -8,6 +8,7 @@ autouse `one_torch_thread`, which runs the importing module on one torch thread;
 finds a port that nothing listens on, for servers and for clients that must find no server.
 """
 
+import functools
 import json
 import socket
 from pathlib import Path
@@ -138,3 +139,17 @@ def tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def short_episodes():
+    """40-step episodes in the scripts and their evaluation: the wiring is the same, the runtime a tenth, and
+    they end mid-chunk, so a reset env asks for its chunk off the beat."""
+    import eval_policy
+    import so101_env
+
+    short = functools.partial(so101_env.SO101PaperSquareEnv, max_episode_steps=40)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(so101_env, "SO101PaperSquareEnv", short)
+        patch.setattr(eval_policy, "SO101PaperSquareEnv", short)
+        yield

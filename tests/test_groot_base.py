@@ -5,7 +5,6 @@ No network and no GPU: checkpoints and tokenizer come from groot_fixtures.py, se
 """
 
 import dataclasses
-import functools
 import gc
 import json
 import pathlib
@@ -22,10 +21,9 @@ import tyro
 import eval_policy
 import ppo_residual_groot as ppo
 import ppo_residual_jacobian
-import so101_env
 from base_policies import camera_images, make_base_policy
 from groot_fixtures import (  # noqa: F401 (fixtures: checkpoint_dir, tokenizer_dir, one_torch_thread)
-    checkpoint_dir, one_torch_thread, stats, tokenizer_dir, write_checkpoint,
+    checkpoint_dir, one_torch_thread, short_episodes, stats, tokenizer_dir, write_checkpoint,
 )
 from groot_base import GrootOptions, _resize_frames
 from groot_model import GR00TN15
@@ -279,16 +277,6 @@ def test_unreachable_server_fails_fast_with_a_clear_error(checkpoint_dir):
 
 
 # ----- training script and evaluation ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def short_episodes():
-    """40-step episodes (5 chunks) in the scripts: the wiring is the same, the runtime a tenth."""
-    short = functools.partial(SO101PaperSquareEnv, max_episode_steps=40)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(so101_env, "SO101PaperSquareEnv", short)
-        patch.setattr(eval_policy, "SO101PaperSquareEnv", short)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from groot_fixtures.py: no network, no GPU."""
 
 import copy
 import dataclasses
-import functools
 import json
 import shutil
 
@@ -14,13 +13,14 @@ import torch
 
 import eval_policy
 import ppo_noise_groot as ppo
-import so101_env
 from actor_program import export_actor
 from base_policies import make_base_policy
 from checkpoint_io import load_checkpoint, load_noise_program, save_checkpoint
 from groot_base import GrootOptions
 from groot_policy import GR00TPolicy
-from groot_fixtures import METADATA, checkpoint_dir, one_torch_thread, tokenizer_dir, write_checkpoint  # noqa: F401
+from groot_fixtures import (  # noqa: F401 (fixtures)
+    METADATA, checkpoint_dir, one_torch_thread, short_episodes, tokenizer_dir, write_checkpoint,
+)
 from so101_env import ACTION_DIM, STATE_DIM, SO101PaperSquareEnv
 
 NUM_ENVS = 3
@@ -140,16 +140,6 @@ def test_chunk_advantages_on_a_hand_built_sequence():
 
 
 # ---------------------------------------------------------------------- the script and its evaluation
-@pytest.fixture(scope="module")
-def short_episodes():
-    """40-step episodes: they end mid-chunk, so an env decides off the beat after its reset."""
-    short = functools.partial(SO101PaperSquareEnv, max_episode_steps=40)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(so101_env, "SO101PaperSquareEnv", short)
-        patch.setattr(eval_policy, "SO101PaperSquareEnv", short)
-        yield
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, checkpoint_dir, tokenizer_dir, short_episodes):
     args = ppo.Args(
