@@ -4,6 +4,7 @@
     pip install -r requirements-bench.txt
     python benchmark.py --output BENCHMARKS.md       # everything, including Stable-Baselines3 (--overwrite: replace it)
     python benchmark.py --only time95 --our-runs runs/<run> ...   # minutes to 95 % success, ours and SB3's
+    python benchmark.py --only groot                 # the GR00T trainer against the Jacobian one, side by side
 
 Sections (each prints as it finishes; --output writes them all as Markdown):
   env      raw mj_step rate of the scene (no Python in the loop) and one SO101PaperSquareEnv's
@@ -16,6 +17,10 @@ Sections (each prints as it finishes; --output writes them all as Markdown):
            read off ppo_residual_jacobian.py runs made with --eval-episodes 100 (--our-runs), and
            measured for Stable-Baselines3 PPO (SubprocVecEnv, the same settings, alpha 0.5 from the
            start, final square) evaluated on the same 100 episodes every 10 iterations.
+  groot    what a GR00T base costs: ppo_residual_groot.py and ppo_residual_jacobian.py with their
+           default settings (no evaluation), the same steps each, in interleaved rounds: env
+           steps/s, seconds of rollout and PPO update per iteration, and the GR00T model's calls
+           per iteration, envs per call and seconds per call.
   train    training throughput of ppo_residual_jacobian.py against Stable-Baselines3 PPO (with
            its SubprocVecEnv and its DummyVecEnv) on the same residual task (Jacobian base,
            alpha 0.5), with the same number of envs, rollout length, minibatch size, epochs,
@@ -64,7 +69,7 @@ ROOT = pathlib.Path(__file__).resolve().parent
 @dataclass
 class Args:
     only: tuple[str, ...] = ("env", "vector", "render", "train")
-    """sections to run: env, vector, render, train"""
+    """sections to run: env, vector, render, train, groot, time95"""
     seconds: float = 2.0
     """approximate seconds per measurement round"""
     rounds: int = 5
@@ -395,6 +400,59 @@ def bench_train(args: Args) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------- groot
+def train_default(script: str, args: Args, run_dir: str) -> dict:
+    """One trainer with its defaults for --train-steps steps, no evaluation: whole-run env steps/s and the medians
+    of its per-iteration TensorBoard scalars (the GR00T ones are absent for the Jacobian trainer)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_root = tempfile.mkdtemp(dir=run_dir)
+    command = [sys.executable, script, "--total-timesteps", str(args.train_steps), "--num-envs", str(args.num_envs),
+               "--eval-every", "0", "--run-dir", run_root]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    result = {"sps": args.train_steps / (time.perf_counter() - start)}
+    (run,) = pathlib.Path(run_root).iterdir()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = {"rollout": "charts/rollout_seconds", "update": "charts/update_seconds", "calls": "groot/calls",
+            "batch": "groot/batch_size", "call_seconds": "groot/inference_time"}
+    for key, tag in tags.items():
+        if tag in events.Tags()["scalars"]:
+            result[key] = statistics.median(e.value for e in events.Scalars(tag))
+    return result
+
+
+def bench_groot(args: Args) -> list[str]:
+    scripts = ("ppo_residual_jacobian.py", "ppo_residual_groot.py")
+    runs = {script: [] for script in scripts}
+    with tempfile.TemporaryDirectory() as run_dir:
+        for round_ in range(args.train_rounds):  # interleaved, so a slow spell of a shared machine hits both alike
+            for script in scripts:
+                runs[script].append(train_default(script, args, run_dir))
+                print(f"  round {round_ + 1}: {script}: {runs[script][-1]['sps']:,.0f} env steps/s", flush=True)
+
+    def median(script, key):
+        values = [run[key] for run in runs[script] if key in run]
+        return f"{statistics.median(values):.2f}" if values else "-"
+
+    lines = [
+        f"Each trainer with its default settings and {args.num_envs} envs, evaluation off, {args.train_steps:,} env "
+        f"steps per run, {args.train_rounds} interleaved rounds; medians over rounds and iterations.",
+        "",
+        "| trainer | env steps/s, whole run | rollout s / iteration | PPO update s / iteration | GR00T calls / iteration "
+        "| envs per call | s per call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for script in scripts:
+        sps = ", ".join(f"{run['sps']:,.0f}" for run in runs[script])
+        lines.append(f"| {script} | {sps} | " + " | ".join(median(script, key) for key in
+                                                               ("rollout", "update", "calls", "batch", "call_seconds")) + " |")
+    ratio = statistics.median(run["sps"] for run in runs[scripts[0]]) / statistics.median(run["sps"] for run in runs[scripts[1]])
+    lines += ["", f"**The Jacobian trainer collects {ratio:.1f}x the env steps per second of the GR00T trainer.**"]
+    return lines
+
+
 # ---------------------------------------------------------------------------- time95
 TIME95_EPISODE_SEEDS = range(10_000, 10_100)
 """ppo_residual_jacobian.py's in-training evaluation episodes (reset seeds 10000 + i)"""
@@ -511,12 +569,14 @@ def bench_time_to_success(args: Args) -> list[str]:
     return lines
 
 
-SECTIONS = {"env": bench_env, "vector": bench_vector, "render": bench_render, "train": bench_train, "time95": bench_time_to_success}
+SECTIONS = {"env": bench_env, "vector": bench_vector, "render": bench_render, "train": bench_train, "groot": bench_groot,
+            "time95": bench_time_to_success}
 TITLES = {
     "env": "One environment against the raw MuJoCo limit",
     "vector": "Vector environments (env steps per second, all envs together)",
     "render": "Rendering",
     "train": "End-to-end training against Stable-Baselines3",
+    "groot": "What the GR00T base costs a training run",
     "time95": "Time to a working policy (95 % success)",
 }
 
