@@ -36,10 +36,11 @@ import torch
 import tyro
 
 import so101_env
-from base_policies import ResidualPolicy, base_policy_kwargs, make_base_policy
+from base_policies import base_policy_kwargs, make_base_policy
 from episodes import EpisodeRecord, run_episode
 from groot_base import GrootOptions  # importing it registers the groot base
 from checkpoint_io import load_actor_program, load_checkpoint, load_noise_program
+from residual_policy import residual_from_loaded, stored_base_kwargs
 from command_line import MAX_SEED, MAX_TORCH_THREADS, BadInput, device_problems, option_problems, refuse
 from output_files import output_problems, write_atomically
 from seed_statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, aggregate, paired_difference
@@ -98,46 +99,6 @@ class Args:
     groot: GrootOptions = field(default_factory=GrootOptions.unset)
     """the groot base: with --base-policy groot, each option not given takes its default; under a residual checkpoint,
     the setting it was trained with, except a server or a checkpoint to download, which are used only when named here"""
-
-
-def stored_base_kwargs(config: dict, args: Args) -> dict:
-    """make_base_policy keyword arguments that rebuild a checkpoint's base from its stored config (less its name).
-    A groot base (a hybrid's member too) takes the --groot.* options given on this command line, for the others the
-    stored settings, where they stay on this machine (GrootOptions.confirmed_by: a file never chooses a server or
-    a download), and --device and --seed (the flow noise, so that a rerun replays the same episodes). ValueError."""
-    if not (isinstance(config, dict) and isinstance(config.get("name"), str)):
-        raise ValueError(f"its stored base {config!r:.60} has no name")
-    kwargs = {key: value for key, value in config.items() if key != "name"}
-    if config["name"] == "groot":
-        settings = GrootOptions.from_base_config(config).overridden_by(args.groot).confirmed_by(args.groot, "evaluate it")
-        problems = settings.problems()
-        if problems:
-            raise ValueError(f"its GR00T base settings are out of range: {'; '.join(problems)}")
-        return kwargs | settings.base_kwargs() | {"device": args.device, "seed": args.seed}
-    if config["name"] == "hybrid" and isinstance(kwargs.get("members"), list):
-        kwargs["members"] = [{**stored_base_kwargs(member, args), "name": member["name"]} for member in kwargs["members"]]
-    return kwargs
-
-
-def residual_from_loaded(checkpoint: dict, actor: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                         base_kwargs: dict | None = None, name: str | None = None,
-                         flow_start: Callable[[np.ndarray], np.ndarray] | None = None) -> ResidualPolicy:
-    """A trained residual on top of its base: the `actor` program of a checkpoint read with `load_checkpoint`
-    (`load_actor_program`: no code is loaded from the file) and the base its config rebuilds with `base_kwargs`
-    (default: `stored_base_kwargs` with eval's default options). `flow_start`, the checkpoint's noise program
-    (`load_noise_program`), starts the flow of each of its GR00T base's chunks."""
-    base_name = checkpoint["base_config"]["name"]
-    if base_kwargs is None:
-        base_kwargs = stored_base_kwargs(checkpoint["base_config"], Args())
-    try:
-        base = make_base_policy(base_name, num_envs=1, **base_kwargs)
-    except TypeError as error:  # a stored setting that the base does not take, or of the wrong type
-        raise ValueError(f"its stored {base_name} base cannot be rebuilt: {error}") from None
-    if flow_start is not None:  # refused before any episode: another base, a server backend, another chunk length
-        if base_name != "groot":
-            raise ValueError(f"its noise program steers a GR00T base's flow, but its base is {base_name!r}")
-        base.model_flow_starts(flow_start(np.zeros((1, so101_env.STATE_DIM), np.float32)))
-    return ResidualPolicy(base, actor, checkpoint["alpha"], name, flow_start)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -336,7 +297,7 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
     base_kwargs = []
     for checkpoint, path in zip(loaded, paths):
         try:
-            base_kwargs.append(stored_base_kwargs(checkpoint["base_config"], args))
+            base_kwargs.append(stored_base_kwargs(checkpoint["base_config"], args.groot, args.device, args.seed))
         except ValueError as error:
             raise ValueError(f"checkpoint {path}: {error}") from None
     configs = [json.dumps(checkpoint["base_config"], sort_keys=True, default=str) for checkpoint in loaded]

@@ -63,7 +63,7 @@ import groot_policy
 from command_line import BadInput, option_problems
 from groot_checkpoint import IMAGE_CONTEXT_TOKEN
 from groot_model import EMBODIMENT_TAG_TO_ID, GR00TN15
-from lerobot_dataset import decode_video, read_frames, read_info, read_json, read_tasks, video_file
+from lerobot_dataset import decode_video, gr00t_modality, read_frames, read_info, read_json, read_tasks, video_segment
 from run_dirs import create_run_dir, refuse_mount_point, replace_directory, unique_sibling
 from stop_signals import StopSignals, close_writer
 
@@ -71,7 +71,8 @@ from stop_signals import StopSignals, close_writer
 @dataclass
 class Args:
     dataset: list[str] = field(default_factory=lambda: ["runs/demos/jacobian_cameras"])
-    """LeRobot v2.x dataset directories with camera videos and meta/modality.json (record_demos.py --cameras); several are mixed"""
+    """LeRobot v2.1 or v3.0 dataset directories with camera videos (record_demos.py --cameras, or a LeRobot recording); several are mixed.
+    GR00T's keys come from meta/modality.json, or without one from the features (SO-100/SO-101 joint groups, every camera)"""
     init_from: str = "scratch-small"
     """"scratch-small": a small N1.5-architecture model from random weights (CPU-sized); or an Isaac-format checkpoint directory or hub id to fine-tune, e.g. nvidia/GR00T-N1.5-3B"""
     revision: str | None = None
@@ -183,7 +184,7 @@ def small_model() -> GR00TN15:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: LeRobot v2.x episodes with videos, and GR00T's meta/modality.json.
+# Data: LeRobot v2.1 or v3.0 episodes with videos, and GR00T's meta/modality.json.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -224,17 +225,19 @@ class Dataset:
 
 
 def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
-    """Read a dataset for GR00T: its meta/modality.json, checked against info.json before anything else is
-    read, then the frames (parquet) and every episode's videos (decoded once). FileNotFoundError or
-    ValueError saying what is missing or wrong."""
+    """Read a dataset for GR00T: its meta/modality.json (or, without one, the modality `gr00t_modality`
+    derives from info.json's features, as for a LeRobot v3.0 recording), checked against info.json before
+    anything else is read, then the frames (parquet) and every episode's videos (decoded once).
+    FileNotFoundError or ValueError saying what is missing or wrong."""
     root = pathlib.Path(root)
     info = read_info(root)
     modality_path = root / "meta" / "modality.json"
-    if not modality_path.is_file():
-        raise FileNotFoundError(f"{modality_path} is missing: GR00T reads its state, action and video keys from it; "
-                                f"record a dataset with `python record_demos.py --cameras`")
-    modality = read_json(modality_path)
     try:
+        if modality_path.is_file():
+            modality = read_json(modality_path)
+        else:
+            modality_path = f"{root} (no meta/modality.json; GR00T's keys derived from its features)"
+            modality = gr00t_modality(info["features"])
         state_groups, action_groups, cameras, task_key = parse_modality(modality, info["features"])
     except ValueError as error:
         raise ValueError(f"{modality_path}: {error}") from None
@@ -242,7 +245,7 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
     columns = sorted({key for key, _, _ in [*state_groups.values(), *action_groups.values()]}
                      | {"episode_index", "frame_index"} | ({task_key} if task_key else set()))
     arrays = read_frames(root, columns)
-    tasks = read_tasks(root / "meta" / "tasks.jsonl") if task_key else {}
+    tasks = read_tasks(root, info) if task_key else {}
 
     dataset = Dataset(root, state_groups, action_groups, cameras, resolution, float(info.get("fps", 30)),
                       info.get("so101_sim", {}).get("joint_units"))
@@ -251,8 +254,11 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
     ends = np.r_[starts[1:], len(episode_index)]
     # Each video is one ffmpeg process: decode several at once (the threads only wait on them).
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        videos = {(start, name): pool.submit(decode_video, video_file(root, int(episode_index[start]), key), end - start)
-                  for start, end in zip(starts, ends) for name, key in cameras.items()}
+        videos = {}
+        for start, end in zip(starts, ends):
+            for name, key in cameras.items():
+                path, seek, _ = video_segment(root, int(episode_index[start]), key)
+                videos[start, name] = pool.submit(decode_video, path, seek, end - start)
     for start, end in zip(starts, ends):
         dataset.states.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in state_groups.values()], axis=1))
         dataset.actions.append(np.concatenate([arrays[key][start:end, a:b] for key, a, b in action_groups.values()], axis=1))

@@ -1,5 +1,5 @@
-"""Demonstrations in LeRobot's dataset layout (v2.0; v2.1 with camera videos): write them from
-the sim, read them back.
+"""Demonstrations in LeRobot's dataset layout (v2.0; v2.1 with camera videos; or v3.0): write them
+from the sim, read them back.
 
 We follow LeRobot's `codebase_version` "v2.0" layout, one parquet file per episode:
 
@@ -41,9 +41,29 @@ cannot decode AV1 (dmlc/decord#319), while LeRobot, PyAV, decord, OpenCV and bro
 H.264. yuv420p halves the colour resolution, so sharp colour edges come back blurred (luma stays
 within about 1-2 levels on average); `read_video_frames` decodes them.
 
-The reader also accepts v2.1 and v3.0 datasets, whose frames sit in parquet files under data/
+With `DatasetWriter(version="v3.0")` the dataset is LeRobot v3.0, the only layout LeRobot >= 0.4
+loads: the same features and values, episodes merged into files (each episode is first written as
+above into the staging directory, then merged on `close`: parquet tables concatenated, videos joined
+without re-encoding; a new file starts when one would pass LeRobot's size limits):
+
+      data/chunk-000/file-000.parquet                       frames of many episodes
+      videos/observation.images.top_view/chunk-000/file-000.mp4   those episodes' frames, one after another
+      meta/info.json      codebase_version v3.0, LeRobot's fields only (it warns on others)
+      meta/episodes/chunk-000/file-000.parquet  per episode: length, tasks, its data file and rows
+                          (dataset_from_index, dataset_to_index), per camera its video file and
+                          from/to_timestamp in it, and stats/<feature>/<stat>
+      meta/tasks.parquet  task_index per task (the task is the pandas index, as LeRobot reads it)
+      meta/stats.json     min, max, mean, std, count, q01, q10, q50, q90, q99 of every feature, images too
+      meta/modality.json  as in v2.1 (with cameras); LeRobot leaves it alone
+      meta/so101_sim.json joint units, act_scale and provenance (in info.json's so101_sim block in v2.x)
+
+The readers take either version: the version is read from info.json. For a dataset with no
+modality.json (a LeRobot user's own recording), `gr00t_modality` derives one from the features.
+
+The reader also accepts other LeRobot v2.1 and v3.0 datasets, whose frames sit in parquet files under data/
 too (v3.0 packs several episodes per file): it reads every parquet file under data/ and orders
-the rows by episode_index and frame_index. It needs no meta/ file but info.json. What it reads is
+the rows by episode_index and frame_index. It needs no meta/ file but info.json (and, for a v3.0
+video, meta/episodes/ to find an episode in its file). What it reads is
 checked before it is used: the sizes info.json declares against limits (`read_info`: feature shapes,
 fps, counts), the stored columns against those shapes, every value read for NaN and infinity, a
 video's frame size before it is decoded; a dataset that fails says where, in one line (ValueError).
@@ -74,6 +94,7 @@ import math
 import os
 import pathlib
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 
 import imageio_ffmpeg
@@ -87,10 +108,22 @@ from so101_env import ACTION_DIM, JOINT_NAMES, POLICY_HZ, STATE_DIM
 
 CODEBASE_VERSION = "v2.0"
 VIDEO_CODEBASE_VERSION = "v2.1"
+V3_CODEBASE_VERSION = "v3.0"
+VERSIONS = (VIDEO_CODEBASE_VERSION, V3_CODEBASE_VERSION)
+"""what DatasetWriter writes: v2.1 (v2.0 without cameras) for Isaac-GR00T N1.5 and LeRobot <= 0.3, v3.0 for LeRobot >= 0.4"""
 ROBOT_TYPE = "so101_follower"
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+V3_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+V3_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+V3_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+V3_DATA_FILE_MB, V3_VIDEO_FILE_MB = 100, 200
+"""LeRobot's default limits: a new data or video file starts when the current one would pass them"""
+SIM_INFO_PATH = "meta/so101_sim.json"
+"""v3.0: joint units, act_scale and provenance, kept out of info.json (LeRobot warns on and drops unknown keys there)"""
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+"""LeRobot 0.6's statistics: q01, q10, q50, q90, q99"""
 IMAGE_KEY_PREFIX = "observation.images."
 TASK = "Slide the sheet of paper into the red tape square."
 VIDEO_CODEC = "h264"
@@ -164,11 +197,16 @@ class DatasetWriter:
     was. A non-empty `root` that is not a LeRobot dataset is refused whatever `overwrite` says:
     the writer deletes nothing it did not create but the old dataset that `overwrite` replaces.
     So is a `root` that is a mount point, up front (the dataset could not be moved into it).
+
+    `version` "v2.1" writes the v2.1 layout (v2.0 without cameras), "v3.0" LeRobot's v3.0 layout: the
+    episodes are written the same way, then merged into v3.0's files by `close`.
     """
 
     def __init__(self, root: str | pathlib.Path, units: str, act_scale: float, provenance: dict, overwrite: bool = False,
-                 cameras: tuple[str, ...] | list[str] = ()):
+                 cameras: tuple[str, ...] | list[str] = (), version: str = VIDEO_CODEBASE_VERSION):
         check_units(units)
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
         cameras = tuple(cameras)
         if (not all(isinstance(c, str) and c and "/" not in c for c in cameras)
                 or len({GR00T_CAMERA_NAMES.get(c, c) for c in cameras}) != len(cameras)):  # distinct there too
@@ -197,7 +235,11 @@ class DatasetWriter:
         """camera names recorded as videos `observation.images.<camera>` (none: the v2.0 layout)"""
         self.image_shape: tuple[int, int, int] | None = None
         """(H, W, 3) of every frame, set by the first episode"""
+        self.version = version
         self.episode_stats: list[dict] = []
+        """per episode (v2.1 with cameras, and v3.0): the statistics of each feature"""
+        self.histograms = {camera: np.zeros((3, 256)) for camera in cameras}
+        """per camera, the count of each level of each channel over every frame: the images' statistics"""
 
     def add_episode(self, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, success: bool,
                     images: dict[str, np.ndarray] | None = None) -> None:
@@ -235,10 +277,8 @@ class DatasetWriter:
                 "task_index": pa.array(np.zeros(length, dtype=np.int64)),
             }
         )
-        chunk = episode_index // CHUNKS_SIZE
-        path = self.staging / DATA_PATH.format(episode_chunk=chunk, episode_index=episode_index)
-        videos = {camera: self.staging / VIDEO_PATH.format(episode_chunk=chunk, video_key=IMAGE_KEY_PREFIX + camera,
-                                                            episode_index=episode_index) for camera in images}
+        path = self._episode_data(episode_index)
+        videos = {camera: self._episode_video(episode_index, camera) for camera in images}
         try:
             for camera, frames in images.items():
                 encode_video(videos[camera], frames)
@@ -248,9 +288,13 @@ class DatasetWriter:
             for written in [path, *videos.values()]:  # this episode's files only: nothing half-written stays
                 written.unlink(missing_ok=True)
             raise
-        if self.cameras:
-            stats = {name: _feature_stats(table.column(name)) for name in table.column_names}
-            stats.update({IMAGE_KEY_PREFIX + camera: _image_stats(frames) for camera, frames in images.items()})
+        if self.cameras or self.version == V3_CODEBASE_VERSION:
+            quantiles = self.version == V3_CODEBASE_VERSION  # LeRobot 0.6's episode statistics have them; v2.1's did not
+            stats = {name: _feature_stats(_as_array(table.column(name)), quantiles) for name in table.column_names}
+            for camera, frames in images.items():
+                histogram = _histogram(frames)
+                self.histograms[camera] += histogram
+                stats[IMAGE_KEY_PREFIX + camera] = _image_stats(histogram, length, quantiles)
             self.episode_stats.append(stats)
         for name in self.columns:  # as stored (float32): the statistics then describe what readers get
             self.columns[name].append(_as_array(table.column(name)).reshape(length, -1))
@@ -331,11 +375,35 @@ class DatasetWriter:
             self.discard()  # interrupted: `root` is as it was (or already published, then this does nothing)
             raise
 
+    def _episode_data(self, episode_index: int) -> pathlib.Path:
+        """Where an episode's parquet file is written: its v2.x place, or for v3.0 the same under
+        pending/ (merged and removed by `close`)."""
+        chunk = episode_index // CHUNKS_SIZE
+        return self._episodes_root() / DATA_PATH.format(episode_chunk=chunk, episode_index=episode_index)
+
+    def _episode_video(self, episode_index: int, camera: str) -> pathlib.Path:
+        chunk = episode_index // CHUNKS_SIZE
+        return self._episodes_root() / VIDEO_PATH.format(episode_chunk=chunk, video_key=IMAGE_KEY_PREFIX + camera,
+                                                         episode_index=episode_index)
+
+    def _episodes_root(self) -> pathlib.Path:
+        return self.staging / "pending" if self.version == V3_CODEBASE_VERSION else self.staging
+
+    def _features(self) -> dict:
+        return {
+            **{name: {"dtype": "float32", "shape": [len(names)], "names": names} for name, names in VECTOR_FEATURES.items()},
+            **{IMAGE_KEY_PREFIX + camera: self._video_feature() for camera in self.cameras},
+            **{name: {"dtype": dtype, "shape": [1], "names": None} for name, dtype in SCALAR_FEATURES.items()},
+        }
+
     def _write_meta(self) -> None:
         """Write meta/: info.json, stats.json, episodes.jsonl, tasks.jsonl; with cameras also
-        episodes_stats.jsonl and modality.json."""
+        episodes_stats.jsonl and modality.json. v3.0: merge the episodes first (`_write_v3`)."""
         meta = self.staging / "meta"
         meta.mkdir(parents=True, exist_ok=True)
+        if self.version == V3_CODEBASE_VERSION:
+            self._write_v3(meta)
+            return
         info = {
             "codebase_version": VIDEO_CODEBASE_VERSION if self.cameras else CODEBASE_VERSION,
             "robot_type": ROBOT_TYPE,
@@ -349,13 +417,9 @@ class DatasetWriter:
             "splits": {"train": f"0:{len(self.lengths)}"},
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if self.cameras else None,
-            "features": {
-                **{name: {"dtype": "float32", "shape": [len(names)], "names": names} for name, names in VECTOR_FEATURES.items()},
-                **{IMAGE_KEY_PREFIX + camera: self._video_feature() for camera in self.cameras},
-                **{name: {"dtype": dtype, "shape": [1], "names": None} for name, dtype in SCALAR_FEATURES.items()},
-            },
+            "features": self._features(),
             # Not part of LeRobot's schema (its loaders ignore extra keys): how to read the joints back.
-            "so101_sim": {"joint_units": self.units, "act_scale": self.act_scale, **self.provenance},
+            "so101_sim": self._sim_info(),
         }
         stats = {}
         for name, chunks in self.columns.items():
@@ -375,7 +439,7 @@ class DatasetWriter:
         if self.cameras:
             _write_text(meta / "episodes_stats.jsonl", "".join(
                 json.dumps({"episode_index": i, "stats": s}) + "\n" for i, s in enumerate(self.episode_stats)))
-            _write_text(meta / "modality.json", json.dumps(self._modality(), indent=2))
+            _write_text(meta / "modality.json", json.dumps(gr00t_modality(info["features"]), indent=2))
         _write_text(meta / "info.json", json.dumps(info, indent=2))
         _write_text(meta / "stats.json", json.dumps(stats, indent=2))
         _write_text(meta / "tasks.jsonl", json.dumps({"task_index": 0, "task": TASK}) + "\n")
@@ -400,20 +464,127 @@ class DatasetWriter:
             },
         }
 
-    def _modality(self) -> dict:
-        """Isaac-GR00T's meta/modality.json: which slices of observation.state and action its
-        `state.<group>` / `action.<group>` keys are, its `video.<camera>` keys (named as in
-        GR00T_CAMERA_NAMES: video.front reads observation.images.top_view), and where the task text
-        comes from (task_index, looked up in tasks.jsonl)."""
-        def groups(original_key: str) -> dict:
-            return {name: {"start": start, "end": end, "original_key": original_key} for name, (start, end) in GR00T_GROUPS.items()}
+    def _sim_info(self) -> dict:
+        """What LeRobot's metadata has no place for: how to read the joints back, and how the episodes were made."""
+        return {"joint_units": self.units, "act_scale": self.act_scale, **self.provenance}
 
-        return {
-            "state": groups("observation.state"),
-            "action": groups("action"),
-            "video": {GR00T_CAMERA_NAMES.get(camera, camera): {"original_key": IMAGE_KEY_PREFIX + camera} for camera in self.cameras},
-            "annotation": {"human.task_description": {"original_key": "task_index"}},
+    def _write_v3(self, meta: pathlib.Path) -> None:
+        """Merge the pending episodes into LeRobot v3.0's data and video files, write meta/ (info.json,
+        stats.json, tasks.parquet, episodes/, so101_sim.json, with cameras modality.json), remove pending/."""
+        count = len(self.lengths)
+        starts = np.cumsum([0, *self.lengths]).tolist()
+        episodes = [{"episode_index": i, "tasks": [TASK], "length": n} for i, n in enumerate(self.lengths)]
+        tables = []
+        data_paths = [self._episode_data(i) for i in range(count)]
+        for group, chunk, file in _file_groups([path.stat().st_size for path in data_paths], V3_DATA_FILE_MB):
+            tables.append(pa.concat_tables([pq.read_table(data_paths[i]) for i in group]))
+            path = self.staging / V3_DATA_PATH.format(chunk_index=chunk, file_index=file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(tables[-1], path)
+            for i in group:
+                episodes[i].update({"data/chunk_index": chunk, "data/file_index": file,
+                                    "dataset_from_index": starts[i], "dataset_to_index": starts[i + 1]})
+        for camera in self.cameras:
+            key = IMAGE_KEY_PREFIX + camera
+            videos = [self._episode_video(i, camera) for i in range(count)]
+            for group, chunk, file in _file_groups([path.stat().st_size for path in videos], V3_VIDEO_FILE_MB):
+                concatenate_videos([videos[i] for i in group], self.staging / V3_VIDEO_PATH.format(
+                    video_key=key, chunk_index=chunk, file_index=file))
+                for i in group:  # exact: frame k of a file starts at k / fps
+                    episodes[i].update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
+                                        f"videos/{key}/from_timestamp": (starts[i] - starts[group[0]]) / POLICY_HZ,
+                                        f"videos/{key}/to_timestamp": (starts[i + 1] - starts[group[0]]) / POLICY_HZ})
+        for row, stats in zip(episodes, self.episode_stats):
+            row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+            row.update({f"stats/{feature}/{name}": value for feature, values in stats.items() for name, value in values.items()})
+        episodes_path = self.staging / V3_EPISODES_PATH.format(chunk_index=0, file_index=0)
+        episodes_path.parent.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(episodes), episodes_path)
+
+        frames = pa.concat_tables(tables)
+        stats = {name: _feature_stats(_as_array(frames.column(name)), quantiles=True) for name in frames.column_names}
+        stats.update({IMAGE_KEY_PREFIX + camera: _image_stats(self.histograms[camera], starts[-1], quantiles=True)
+                      for camera in self.cameras})
+        features = self._features()
+        info = {
+            "codebase_version": V3_CODEBASE_VERSION,
+            "robot_type": ROBOT_TYPE,
+            "total_episodes": count,
+            "total_frames": starts[-1],
+            "total_tasks": 1,
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": V3_DATA_FILE_MB,
+            "video_files_size_in_mb": V3_VIDEO_FILE_MB,
+            "fps": POLICY_HZ,
+            "splits": {"train": f"0:{count}"},
+            "data_path": V3_DATA_PATH,
+            "video_path": V3_VIDEO_PATH if self.cameras else None,
+            "features": features,
         }
+        pq.write_table(_tasks_table([TASK]), meta / "tasks.parquet")
+        if self.cameras:
+            _write_text(meta / "modality.json", json.dumps(gr00t_modality(features), indent=2))
+        _write_text(self.staging / SIM_INFO_PATH, json.dumps(self._sim_info(), indent=2))
+        _write_text(meta / "stats.json", json.dumps(stats, indent=2))
+        _write_text(meta / "info.json", json.dumps(info, indent=2))
+        shutil.rmtree(self._episodes_root())  # pending/: made by this writer, merged above
+
+
+def gr00t_modality(features: dict) -> dict:
+    """Isaac-GR00T's meta/modality.json for a dataset with these info.json features: the state and action
+    groups of NVIDIA's SO-100/SO-101 configs (GR00T_GROUPS: single_arm 0:5, gripper 5:6 of observation.state
+    and action), every video feature as `video.<camera>` (named as in GR00T_CAMERA_NAMES: video.front reads
+    observation.images.top_view; other cameras keep their name), and the task text from task_index (looked up in
+    the tasks file). ValueError when the features do not fit: GR00T's groups need 6 joints and a camera."""
+    widths = {name: features.get(name, {}).get("shape") for name in JOINT_VALUED_FEATURES}
+    if any(width != [ACTION_DIM] and width != (ACTION_DIM,) for width in widths.values()):
+        raise ValueError(f"GR00T's SO-100/SO-101 groups need observation.state and action of {ACTION_DIM} joints; "
+                         f"info.json declares shapes {widths}: write a meta/modality.json for this robot")
+    videos = video_keys({"features": features})
+    if not videos:
+        raise ValueError("it has no video feature; GR00T needs camera images (record with --cameras)")
+
+    def groups(original_key: str) -> dict:
+        return {name: {"start": start, "end": end, "original_key": original_key} for name, (start, end) in GR00T_GROUPS.items()}
+
+    def camera_name(key: str) -> str:
+        camera = key.removeprefix(IMAGE_KEY_PREFIX)
+        return GR00T_CAMERA_NAMES.get(camera, camera)
+
+    return {
+        "state": groups("observation.state"),
+        "action": groups("action"),
+        "video": {camera_name(key): {"original_key": key} for key in videos},
+        "annotation": {"human.task_description": {"original_key": "task_index"}} if "task_index" in features else {},
+    }
+
+
+def _file_groups(sizes: list[int], limit_mb: float) -> list[tuple[list[int], int, int]]:
+    """Episodes (by their own files' sizes) grouped into v3.0 files as LeRobot fills them: the next episode
+    goes into a new file when it would take the current one past `limit_mb`. Returns (episodes, chunk, file)
+    per file; LeRobot counts files 0..chunks_size-1 in a chunk, then starts the next chunk."""
+    groups, total = [], 0
+    for episode, size in enumerate(sizes):
+        if not groups or total + size >= limit_mb * 1024**2:
+            number = len(groups)
+            groups.append(([], number // CHUNKS_SIZE, number % CHUNKS_SIZE))
+            total = 0
+        groups[-1][0].append(episode)
+        total += size
+    return groups
+
+
+def _tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as LeRobot writes it with pandas: a task_index column, the task text as the
+    (named) index, which pandas restores from the schema's metadata."""
+    pandas_metadata = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
+    }
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    return table.replace_schema_metadata({"pandas": json.dumps(pandas_metadata)})
 
 
 def _check_target(root: pathlib.Path, target: pathlib.Path, overwrite: bool) -> bool:
@@ -497,19 +668,45 @@ def encode_video(path: pathlib.Path, frames: np.ndarray, fps: int = POLICY_HZ) -
     writer.close()  # waits for ffmpeg to finish the file
 
 
-def _feature_stats(column: pa.ChunkedArray) -> dict:
-    """min, max, mean, std, count of one episode's parquet column (scalars as 1-vectors)."""
-    values = _as_array(column)
+def concatenate_videos(paths: list[pathlib.Path], output: pathlib.Path) -> None:
+    """Join MP4 files of one encoding into `output`, frames one after another, without re-encoding (ffmpeg's
+    concat demuxer, as LeRobot's writer does): the first frame of each input starts where the previous input ends."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    listing = output.with_name(output.name + ".ffconcat")
+    quoted = [str(path.resolve()).replace("'", "'\\''") for path in paths]  # ffconcat's quoting of a single quote
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{path}'\n" for path in quoted))
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+               "-c", "copy", "-movflags", "+faststart", str(output)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        listing.unlink(missing_ok=True)
+    if result.returncode:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise OSError(f"could not join the videos into {output}: {lines[-1]}")
+
+
+def _feature_stats(values: np.ndarray, quantiles: bool = False) -> dict:
+    """min, max, mean, std, count (with `quantiles`, also LeRobot 0.6's q01 ... q99) of one feature's
+    (N,) or (N, D) values (scalars as 1-vectors)."""
     values = values[:, None] if values.ndim == 1 else values
-    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
-            "std": values.std(0).tolist(), "count": [len(values)]}
+    stats = {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
+             "std": values.std(0).tolist(), "count": [len(values)]}
+    if quantiles:
+        stats.update({f"q{round(q * 100):02d}": np.quantile(values, q, axis=0).tolist() for q in QUANTILES})
+    return stats
 
 
-def _image_stats(frames: np.ndarray) -> dict:
-    """Per-channel min, max, mean, std of (T, H, W, 3) uint8 frames scaled to [0, 1], LeRobot's
-    shape (3, 1, 1); count = T frames. From a histogram: exact, and no float copy of the video."""
+def _histogram(frames: np.ndarray) -> np.ndarray:
+    """(3, 256): how many pixels of (T, H, W, 3) uint8 frames have each level, per channel."""
+    return np.stack([np.bincount(frames[..., c].ravel(), minlength=256) for c in range(3)]).astype(np.float64)
+
+
+def _image_stats(counts: np.ndarray, frames: int, quantiles: bool = False) -> dict:
+    """Per-channel min, max, mean, std (and with `quantiles` q01 ... q99) of images scaled to [0, 1], from
+    their (3, 256) level histogram, in LeRobot's shape (3, 1, 1); count = the number of frames. Exact, and
+    no float copy of the video."""
     levels = np.arange(256) / 255.0
-    counts = np.stack([np.bincount(frames[..., c].ravel(), minlength=256) for c in range(3)]).astype(np.float64)
     n = counts.sum(1)
     mean = counts @ levels / n
     std = np.sqrt(np.maximum(counts @ levels**2 / n - mean**2, 0.0))
@@ -520,8 +717,12 @@ def _image_stats(frames: np.ndarray) -> dict:
     def per_channel(values: np.ndarray) -> list:
         return values.reshape(3, 1, 1).tolist()
 
-    return {"min": per_channel(low), "max": per_channel(high), "mean": per_channel(mean), "std": per_channel(std),
-            "count": [len(frames)]}
+    stats = {"min": per_channel(low), "max": per_channel(high), "mean": per_channel(mean), "std": per_channel(std),
+             "count": [frames]}
+    if quantiles:  # the lowest level at or above which the fraction q of the pixels lies below
+        cumulative = counts.cumsum(1) / n[:, None]
+        stats.update({f"q{round(q * 100):02d}": per_channel(levels[(cumulative < q).sum(1)]) for q in QUANTILES})
+    return stats
 
 
 def _write_text(path: pathlib.Path, text: str) -> None:
@@ -540,8 +741,26 @@ def read_json(path: pathlib.Path):
         raise ValueError(f"{path} cannot be read as JSON ({error})") from None
 
 
-def read_tasks(path: pathlib.Path) -> dict[int, str]:
-    """task_index -> task of a meta/tasks.jsonl (none when it is missing); ValueError naming a malformed line."""
+def read_tasks(root: str | pathlib.Path, info: dict) -> dict[int, str]:
+    """task_index -> task of a dataset (none when its tasks file is missing): meta/tasks.parquet in v3.0, whose
+    task text is the pandas index (a column `task`, or `__index_level_0__` when unnamed), meta/tasks.jsonl in
+    v2.x. ValueError naming a malformed line or file."""
+    root = pathlib.Path(root)
+    if is_v3(info):
+        path = root / "meta" / "tasks.parquet"
+        if not path.is_file():
+            return {}
+        try:
+            with pq.ParquetFile(path) as file:
+                names = file.schema_arrow.names
+                text = next((name for name in ("task", "__index_level_0__") if name in names), None)
+                table = file.read(columns=["task_index", text]) if text and "task_index" in names else None
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(f"cannot read {path}: {error}") from None
+        if table is None or not pa.types.is_integer(table.schema.field("task_index").type):
+            raise ValueError(f"{path} is not LeRobot's tasks table: an integer task_index column and the task as its index")
+        return {int(index): str(task) for index, task in zip(table.column("task_index").to_pylist(), table.column(text).to_pylist())}
+    path = root / "meta" / "tasks.jsonl"
     tasks = {}
     if path.is_file():
         for number, line in enumerate(path.read_bytes().splitlines(), 1):
@@ -555,11 +774,17 @@ def read_tasks(path: pathlib.Path) -> dict[int, str]:
     return tasks
 
 
+def is_v3(info: dict) -> bool:
+    """Whether an info.json describes a LeRobot v3 dataset (episodes merged into files)."""
+    return str(info.get("codebase_version", "")).startswith("v3")
+
+
 def read_info(root: str | pathlib.Path) -> dict:
     """A dataset's meta/info.json, every size it declares checked before anything is read or allocated
     from it: each feature's shape (positive sizes, at most MAX_VECTOR_WIDTH values, or MAX_IMAGE_SIDE
     pixels a side for images), fps, episode and frame counts, and the so101_sim block record_demos.py
-    writes. FileNotFoundError if there is none; ValueError listing what is wrong."""
+    writes (in v3.0 datasets, meta/so101_sim.json, returned as that block). FileNotFoundError if there is
+    none; ValueError listing what is wrong."""
     path = pathlib.Path(root) / "meta" / "info.json"
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a LeRobot dataset: {path} is missing")
@@ -581,6 +806,9 @@ def read_info(root: str | pathlib.Path) -> dict:
         if key in info and not _within(info[key], least, MAX_COUNT, integer=True):
             problems.append(f"{key} is {info[key]!r}, not an integer within [{least}, {MAX_COUNT}]")
     sim = info.get("so101_sim", {})
+    sim_path = pathlib.Path(root) / SIM_INFO_PATH
+    if "so101_sim" not in info and sim_path.is_file():  # v3.0 keeps it out of info.json
+        sim = info["so101_sim"] = read_json(sim_path)
     if not isinstance(sim, dict):
         problems.append(f"so101_sim is {sim!r}, not a mapping")
         sim = {}
@@ -648,9 +876,12 @@ def video_keys(info: dict) -> list[str]:
     return [name for name, feature in info.get("features", {}).items() if isinstance(feature, dict) and feature.get("dtype") == "video"]
 
 
-def video_file(root: str | pathlib.Path, episode_index: int, camera: str) -> pathlib.Path:
-    """The MP4 file of one episode and camera (`top_view` or `observation.images.top_view`) in a
-    LeRobot v2.x dataset, from info.json's video_path."""
+def video_segment(root: str | pathlib.Path, episode_index: int, camera: str) -> tuple[pathlib.Path, float, int | None]:
+    """Where one episode of `camera` (`top_view` or `observation.images.top_view`) is: the MP4 file, the time to
+    seek to in it, and how many frames to take (`decode_video`'s arguments). v2.x: the episode's own file
+    (info.json's video_path), from 0, every frame (None). v3.0: the file meta/episodes/ names for the episode,
+    from half a frame before its from_timestamp (so no rounding of that time skips or adds a frame), and
+    (to_timestamp - from_timestamp) * fps frames."""
     root = pathlib.Path(root)
     info = read_info(root)
     keys = video_keys(info)
@@ -658,10 +889,43 @@ def video_file(root: str | pathlib.Path, episode_index: int, camera: str) -> pat
     if key not in keys:
         raise KeyError(f"dataset {root} has no camera {camera!r}; its video features are {keys or 'none'}")
     template = info.get("video_path") or ""
-    if "{episode_index" not in template:
-        raise ValueError(f"dataset {root}: video_path {template!r} is not one file per episode (LeRobot v2.x); cannot read it")
-    chunk = int(episode_index) // int(info.get("chunks_size", CHUNKS_SIZE))
-    return root / template.format(episode_chunk=chunk, episode_index=int(episode_index), video_key=key)
+    if not is_v3(info):
+        if "{episode_index" not in template:
+            raise ValueError(f"dataset {root}: video_path {template!r} is not one file per episode (LeRobot v2.x); cannot read it")
+        chunk = int(episode_index) // int(info.get("chunks_size", CHUNKS_SIZE))
+        return _dataset_path(root, template, episode_chunk=chunk, episode_index=int(episode_index), video_key=key), 0.0, None
+    fps = info.get("fps", POLICY_HZ)
+    names = [f"videos/{key}/{name}" for name in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+    entry, path = _episode_entry(root, int(episode_index), names)
+    chunk, file, start, end = (entry[name] for name in names)
+    frames = (end - start) * fps
+    if not (0 <= chunk <= MAX_COUNT and 0 <= file <= MAX_COUNT and chunk % 1 == file % 1 == 0
+            and 0 <= start < end <= MAX_COUNT and abs(frames - round(frames)) < 0.01):
+        raise ValueError(f"{path}: episode {episode_index}'s {key} entry (chunk {chunk:g}, file {file:g}, from {start:g} s "
+                         f"to {end:g} s) is not a file and a whole number of frames in it")
+    path = _dataset_path(root, template, chunk_index=int(chunk), file_index=int(file), video_key=key)
+    return path, max(start - 0.5 / fps, 0.0), round(frames)
+
+
+def _dataset_path(root: pathlib.Path, template: str, **fields) -> pathlib.Path:
+    """`root` / info.json's path template filled in; ValueError if the template asks for other fields."""
+    try:
+        return root / template.format(**fields)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"dataset {root}: path template {template!r} in info.json cannot be filled in ({error!r})") from None
+
+
+def _episode_entry(root: pathlib.Path, episode_index: int, names: list[str]) -> tuple[dict[str, float], pathlib.Path]:
+    """The columns `names` of one episode's row in a v3.0 dataset's meta/episodes/ parquet files, and the file
+    it is in; FileNotFoundError if no file has the episode, ValueError if a file cannot be read."""
+    files = sorted((root / "meta" / "episodes").glob("**/*.parquet"))
+    for path in files:
+        arrays = _read_parquet(path, ["episode_index", *names])
+        rows = np.flatnonzero(arrays["episode_index"] == episode_index)
+        if len(rows):
+            return {name: float(arrays[name][rows[0]]) for name in names}, path
+    raise FileNotFoundError(f"dataset {root} has no episode {episode_index} in meta/episodes/ "
+                            f"({len(files)} parquet files there); a v3.0 dataset lists each episode's place in its videos there")
 
 
 def read_video_frames(root: str | pathlib.Path, episode_index: int, camera: str, frame_indices=None) -> np.ndarray:
@@ -669,24 +933,26 @@ def read_video_frames(root: str | pathlib.Path, episode_index: int, camera: str,
     (T, H, W, 3) uint8 RGB array, frame i = the episode's parquet row i; with `frame_indices`
     (ints or a slice), only those frames.
 
-    Decodes the whole file with the ffmpeg that imageio-ffmpeg ships (H.264 and AV1 both), about
+    Decodes the episode's file (in v3.0, the episode's part of its file) with the ffmpeg that
+    imageio-ffmpeg ships (H.264 and AV1 both), about
     2 ms per 224 x 224 frame (0.25 s for a 130-frame episode on a busy 2-core CPU), most of it
     starting ffmpeg and converting colours: a trainer that samples many frames decodes each episode
     once and keeps the array (150 KB per frame and camera), e.g. behind `functools.lru_cache`,
     rather than calling this per frame."""
-    frames = decode_video(video_file(root, episode_index, camera))
+    frames = decode_video(*video_segment(root, episode_index, camera))
     return frames if frame_indices is None else frames[frame_indices]
 
 
-def decode_video(path: str | pathlib.Path, max_frames: int | None = None) -> np.ndarray:
-    """The frames of a video file (the first `max_frames` of them, if given) as (T, H, W, 3) uint8 RGB.
-    FileNotFoundError if it is missing; ValueError if ffmpeg cannot decode it, or before decoding if its
-    frames are larger than MAX_IMAGE_SIDE."""
+def decode_video(path: str | pathlib.Path, start: float = 0.0, max_frames: int | None = None) -> np.ndarray:
+    """The frames of a video file that start at or after `start` seconds (the first `max_frames` of them, if
+    given) as (T, H, W, 3) uint8 RGB. FileNotFoundError if it is missing; ValueError if ffmpeg cannot decode
+    it, or before decoding if its frames are larger than MAX_IMAGE_SIDE."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} is missing")
+    seek = ["-ss", f"{start:.6f}"] if start > 0 else []  # before -i: from the keyframe before, frames before `start` dropped
     try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=SWS_FLAGS)
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=seek, output_params=SWS_FLAGS)
         try:
             width, height = next(reader)["size"]
             if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
@@ -718,8 +984,8 @@ def read_frames(root: str | pathlib.Path, columns: list[str]) -> dict[str, np.nd
     return {name: arrays[name][order] for name in columns}
 
 
-def _read_parquet(path: pathlib.Path, names: list[str], features: dict) -> dict[str, np.ndarray]:
-    """Columns `names` of one parquet file as float64 arrays, checked as `read_frames` says."""
+def _read_parquet(path: pathlib.Path, names: list[str], features: dict | None = None) -> dict[str, np.ndarray]:
+    """Columns `names` (episode_index among them) of one parquet file as float64 arrays, checked as `read_frames` says."""
     try:
         with pq.ParquetFile(path) as file:
             missing = [name for name in names if name not in file.schema_arrow.names]
@@ -735,14 +1001,15 @@ def _read_parquet(path: pathlib.Path, names: list[str], features: dict) -> dict[
         except ValueError as error:
             raise ValueError(f"{path}: column {name!r} {error}") from None
     for name, values in arrays.items():
-        declared = features.get(name, {}).get("shape")
+        declared = (features or {}).get(name, {}).get("shape")
         if declared is not None and len(values) and values[0].size != math.prod(declared):
             raise ValueError(f"{path}: column {name!r} holds {values[0].size} values per frame, but info.json declares shape {declared}")
         bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(1))
         if len(bad):
-            episode, frame = arrays["episode_index"][bad[0]], arrays["frame_index"][bad[0]]
-            raise ValueError(f"{path}: column {name!r} holds NaN or infinite values, first in episode {episode:g}, "
-                             f"frame {frame:g}; fix or leave out that episode")
+            where = f"episode {arrays['episode_index'][bad[0]]:g}"
+            if "frame_index" in arrays:
+                where += f", frame {arrays['frame_index'][bad[0]]:g}"
+            raise ValueError(f"{path}: column {name!r} holds NaN or infinite values, first in {where}; fix or leave out that episode")
     return arrays
 
 

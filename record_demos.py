@@ -4,6 +4,7 @@
     python record_demos.py --dart-noise-std 0.0 --output-dir runs/demos/jacobian_clean
     python record_demos.py --base-policy il --il-checkpoint runs/<run>/checkpoints/bc.pt --output-dir runs/demos/il
     python record_demos.py --cameras --n-episodes 200 --output-dir runs/demos/jacobian_cameras   # + top_view, wrist videos
+    python record_demos.py --cameras --dataset-version v3.0 --output-dir runs/demos/jacobian_v3  # for LeRobot >= 0.4
 
 Attempt j is reset with seed `seed + j`; by default only successful episodes are kept, until
 `--n-episodes` of them are recorded. The default seeds start at 100000, away from the seeds
@@ -33,6 +34,11 @@ Isaac-GR00T's meta/modality.json, so NVIDIA's fine-tuning scripts read it too, w
 `--data-config so100_dualcam` (modality.json names top_view `front`, as that config does; the
 layout and what Isaac's loader needs are in lerobot_dataset.py). Each attempt then prints a line with the recording rate. Off by default: without
 it nothing is rendered and the dataset is the state-only v2.0 one.
+
+Dataset version (`--dataset-version`): v2.1 (the default; v2.0 without cameras) is what Isaac-GR00T N1.5
+and LeRobot <= 0.3 read; v3.0 is what LeRobot >= 0.4 reads (episodes merged into files, LeRobot's own
+metadata), with modality.json and the joint units in files LeRobot leaves alone. train_bc.py and
+finetune_groot.py read both.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from stop_signals import StopSignals
 @dataclass
 class Args:
     output_dir: str = "runs/demos/jacobian"
-    """dataset directory to write (LeRobot v2.0 layout; v2.1 with videos under --cameras)"""
+    """dataset directory to write (LeRobot v2.0 layout; v2.1 with videos under --cameras; or v3.0, see --dataset-version)"""
     base_policy: str = "jacobian"
     """demonstrator: any base policy (jacobian, il, hybrid, ...)"""
     il_checkpoint: str | None = None
@@ -85,6 +91,8 @@ class Args:
     """also record the top_view and wrist cameras as LeRobot videos (observation.images.*), with GR00T's meta/modality.json"""
     image_size: int = 224
     """camera images are image_size x image_size pixels (even, 16 to 480; 224 is what the GR00T N1.5 base is fed)"""
+    dataset_version: Literal["v2.1", "v3.0"] = "v2.1"
+    """LeRobot layout: v2.1 (v2.0 without cameras; Isaac-GR00T N1.5 and LeRobot <= 0.3 read it) or v3.0 (LeRobot >= 0.4)"""
 
 
 TAPE_HALF_SIZE_RANGE = (0.02, 0.3)
@@ -118,7 +126,8 @@ def main(args: Args) -> DatasetWriter:
         provenance = {"demonstrator": demonstrator.config(), "dart_noise_std": args.dart_noise_std,
                       "seed": args.seed, "tape_half_size": args.tape_half_size}
         cameras = CAMERA_NAMES if args.cameras else ()
-        writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite, cameras=cameras)
+        writer = DatasetWriter(args.output_dir, args.units, args.act_scale, provenance, args.overwrite, cameras=cameras,
+                               version=args.dataset_version)
     except (OSError, ValueError) as error:
         raise BadInput(f"cannot record: {error}") from None
 

@@ -22,6 +22,7 @@ import groot_base
 import ppo_residual_groot
 import ppo_residual_jacobian
 import record_demos
+import residual_policy
 from base_policies import BASE_POLICIES, camera_images, make_base_policy
 from checkpoint_io import load_checkpoint, save_checkpoint
 from command_line import resume_options
@@ -116,7 +117,7 @@ def evaluation_base_kwargs(flags: list[str], monkeypatch) -> dict:
     def build(name, num_envs, **kwargs):
         raise BaseBuilt(kwargs)
 
-    monkeypatch.setattr(eval_policy, "make_base_policy", build)
+    monkeypatch.setattr(residual_policy, "make_base_policy", build)  # where a checkpoint's base is built
     with pytest.raises(BaseBuilt) as built:
         eval_policy.main(tyro.cli(eval_policy.Args, args=flags))
     return built.value.args[0]

@@ -46,10 +46,10 @@ EPISODE_LENGTHS = (12, 20)  # one episode shorter than the 16-step chunk: paddin
 IMAGE = 32
 
 
-def write_dataset(root, lengths=EPISODE_LENGTHS, seed=0, image=IMAGE, cameras=CAMERAS, units="radians"):
-    """A small LeRobot v2.1 camera dataset (radians by default) from smooth joint paths and random frames."""
+def write_dataset(root, lengths=EPISODE_LENGTHS, seed=0, image=IMAGE, cameras=CAMERAS, units="radians", version="v2.1"):
+    """A small LeRobot camera dataset (v2.1 and radians by default) from smooth joint paths and random frames."""
     rng = np.random.default_rng(seed)
-    writer = DatasetWriter(root, units, 0.02, {"test": True}, cameras=cameras)
+    writer = DatasetWriter(root, units, 0.02, {"test": True}, cameras=cameras, version=version)
     for length in lengths:
         states = np.zeros((length, 25))
         states[:, :6] = rng.uniform(-0.5, 0.5, 6) + np.cumsum(rng.normal(0, 0.02, (length, 6)), axis=0)
@@ -428,8 +428,24 @@ def test_datasets_mix_into_one_set_of_statistics_and_other_layouts_are_refused(t
     writer = DatasetWriter(state_only, "radians", 0.02, {})
     writer.add_episode(np.zeros((4, 25)), np.zeros((4, 6)), np.zeros(4), True)
     writer.close()
-    with pytest.raises(FileNotFoundError, match="modality.json is missing.*record_demos.py --cameras"):
+    with pytest.raises(ValueError, match="no meta/modality.json.*no video feature.*record with --cameras"):
         finetune_groot.load_dataset(state_only, None)
+
+
+def test_a_lerobot_v3_0_dataset_without_modality_json_reads_as_its_v2_1_twin(tmp_path, dataset_dir):
+    """A LeRobot >= 0.4 recording is v3.0 and has no Isaac modality.json: GR00T's keys come from its features
+    (the SO-100/SO-101 groups, every camera), and the episodes, instructions and frames are the v2.1 twin's."""
+    twin = write_dataset(tmp_path / "v3", version="v3.0")  # the same seed: the same episodes as dataset_dir
+    (twin / "meta/modality.json").unlink()
+    old, new = finetune_groot.load_dataset(dataset_dir, None), finetune_groot.load_dataset(twin, None)
+    assert new.cameras == old.cameras == {"front": "observation.images.top_view", "wrist": "observation.images.wrist"}
+    assert (new.state_groups, new.action_groups, new.resolution, new.units) == (old.state_groups, old.action_groups, old.resolution, "radians")
+    assert new.instructions == old.instructions
+    for name in ("states", "actions"):
+        for a, b in zip(getattr(old, name), getattr(new, name), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(old.frames, new.frames, strict=True):
+        assert all(np.array_equal(a[camera], b[camera]) for camera in a)
 
 
 def test_datasets_that_name_the_top_camera_top_view_still_train_alone_and_mixed_with_new_ones(tmp_path, dataset_dir):

@@ -20,7 +20,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SCRIPTS = {"ppo_residual_jacobian", "ppo_residual_groot", "eval_policy", "train_bc", "record_demos", "benchmark",
-           "serve_groot", "groot_tools"}
+           "serve_groot", "groot_tools", "deploy"}
 OPTIONAL_SCRIPTS = {"finetune_groot"}
 """Scripts that may not exist; any module named ppo_* is a script too."""
 
@@ -257,3 +257,16 @@ def test_the_floor_ci_installs_is_the_floor_requirements_declare():
     pinned = versions((ROOT / "requirements-floor.txt").read_text(encoding="utf-8"), "==")
     declared.pop("torch")
     assert pinned == declared
+
+
+def test_the_lerobot_requirements_are_requirements_txt_less_torch():
+    """requirements-lerobot.txt, for a venv of its own, lists LeRobot and then requirements.txt's lines but torch
+    (LeRobot 0.6 pins an older one), so the LeRobot venv runs the project as the main one does."""
+
+    def requirements(name: str) -> list[str]:
+        lines = (ROOT / name).read_text(encoding="utf-8").splitlines()
+        return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+    lerobot, *others = requirements("requirements-lerobot.txt")
+    assert lerobot.startswith("lerobot[")
+    assert others == [line for line in requirements("requirements.txt") if not line.startswith("torch")]

@@ -7,6 +7,7 @@ import json
 from fractions import Fraction
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tyro
@@ -14,7 +15,7 @@ import tyro
 import lerobot_dataset
 import record_demos
 from base_policies import make_base_policy
-from lerobot_dataset import DatasetWriter, read_dataset, read_video_frames, video_file
+from lerobot_dataset import DatasetWriter, read_dataset, read_video_frames, video_segment
 from so101_env import SO101PaperSquareEnv
 
 SIZE = 64
@@ -133,8 +134,8 @@ def test_info_json_describes_the_videos(recorded):
             "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "has_audio": False,
         }
         for episode in range(2):
-            path = video_file(root, episode, key)
-            assert path == root / info["video_path"].format(episode_chunk=0, video_key=key, episode_index=episode)
+            path = root / info["video_path"].format(episode_chunk=0, video_key=key, episode_index=episode)
+            assert video_segment(root, episode, key) == (path, 0.0, None)  # the whole file
     table = parquet(root, 0)
     assert not set(KEYS) & set(table.column_names)  # video features live in the MP4 files only
     assert set(table.column_names) == {name for name, f in info["features"].items() if f["dtype"] != "video"}
@@ -182,7 +183,7 @@ def test_every_backend_rule_returns_each_rows_own_frame(recorded):
         table = parquet(root, episode)
         rows, stamps = table.column("frame_index").to_numpy(), table.column("timestamp").to_numpy()
         for camera in CAMERAS:
-            frames, starts = decode_with_pyav(video_file(root, episode, camera))
+            frames, starts = decode_with_pyav(video_segment(root, episode, camera)[0])
             assert starts == [Fraction(i, 30) for i in range(len(rows))]  # frame i starts at frame_index / fps
             assert [frame_played_at(starts, t) for t in stamps] == rows.tolist()
             assert [nearest_frame(starts, t) for t in stamps] == rows.tolist()
@@ -371,3 +372,131 @@ def test_the_writer_refuses_frames_that_do_not_fit(tmp_path):
             writer.add_episode(states, actions, rewards, True, images=images)
     writer.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+# LeRobot v3.0 (DatasetWriter(version="v3.0"), record_demos.py --dataset-version v3.0): the same episodes,
+# merged into LeRobot's files; tests/test_interop.py loads it with LeRobot itself.
+
+LEROBOT_INFO_FIELDS = {"codebase_version", "fps", "features", "total_episodes", "total_frames", "total_tasks", "chunks_size",
+                       "data_files_size_in_mb", "video_files_size_in_mb", "data_path", "video_path", "robot_type", "splits"}
+"""the fields of LeRobot 0.6's DatasetInfo: it warns on any other key of info.json, and drops it when it rewrites the file"""
+
+
+def write_both(tmp_path, lengths=(5, 8, 6)):
+    """The same episodes (pictures that change every frame) written as v2.1 and as v3.0."""
+    rng = np.random.default_rng(0)
+    episodes = []
+    for episode, length in enumerate(lengths):
+        ramp = np.linspace(0, 80, 16)[None, None, :, None] + np.arange(length)[:, None, None, None] * 9 + episode * 5
+        episodes.append((rng.uniform(-0.5, 0.5, (length, 25)), rng.uniform(-1, 1, (length, 6)), rng.uniform(-1, 0, length),
+                         {camera: np.broadcast_to(ramp + 40 * n, (length, 16, 16, 3)).astype(np.uint8)
+                          for n, camera in enumerate(CAMERAS)}))
+    roots = {}
+    for version in ("v2.1", "v3.0"):
+        writer = DatasetWriter(tmp_path / version, "degrees", 0.02, {"demonstrator": "test"}, cameras=CAMERAS, version=version)
+        for states, actions, rewards, images in episodes:
+            writer.add_episode(states, actions, rewards, True, images=images)
+        assert writer.close()
+        roots[version] = tmp_path / version
+    return roots, [len(states) for states, *_ in episodes]
+
+
+def test_v3_0_holds_the_v2_1_episodes_in_lerobots_merged_files(tmp_path):
+    roots, lengths = write_both(tmp_path)
+    root = roots["v3.0"]
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(["data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet", "meta/info.json",
+                            "meta/modality.json", "meta/so101_sim.json", "meta/stats.json", "meta/tasks.parquet",
+                            *[f"videos/{key}/chunk-000/file-000.mp4" for key in KEYS]])
+    info = meta(root, "info.json")
+    assert set(info) == LEROBOT_INFO_FIELDS and info["codebase_version"] == "v3.0"
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (3, sum(lengths), 1)
+    assert info["features"] == meta(roots["v2.1"], "info.json")["features"]
+    assert meta(root, "so101_sim.json") == {"joint_units": "degrees", "act_scale": 0.02, "demonstrator": "test"}
+    assert meta(root, "modality.json") == meta(roots["v2.1"], "modality.json") == lerobot_dataset.gr00t_modality(info["features"])
+
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    starts = np.cumsum([0, *lengths])
+    for index, row in enumerate(episodes):
+        assert (row["episode_index"], row["length"], row["tasks"]) == (index, lengths[index], [lerobot_dataset.TASK])
+        assert (row["dataset_from_index"], row["dataset_to_index"]) == (starts[index], starts[index + 1])
+        for key in KEYS:
+            assert row[f"videos/{key}/from_timestamp"] == starts[index] / 30 and row[f"videos/{key}/to_timestamp"] == starts[index + 1] / 30
+        assert row["stats/observation.state/count"] == [lengths[index]]
+    assert pq.read_table(root / "meta/tasks.parquet").to_pylist() == [{"task_index": 0, "task": lerobot_dataset.TASK}]
+    assert lerobot_dataset.read_tasks(root, info) == {0: lerobot_dataset.TASK}
+
+    # the same values and pictures as the v2.1 dataset, and LeRobot's statistics of them (images too)
+    old, new = read_dataset(roots["v2.1"]), read_dataset(root)
+    assert new.units == "degrees" and new.cameras == KEYS and new.episode_indices == [0, 1, 2]
+    for a, b in zip(old.episodes, new.episodes, strict=True):
+        np.testing.assert_array_equal(a["state"], b["state"])
+        np.testing.assert_array_equal(a["target"], b["target"])
+    for episode in range(3):
+        for camera in CAMERAS:
+            np.testing.assert_array_equal(read_video_frames(root, episode, camera), read_video_frames(roots["v2.1"], episode, camera))
+    stats = meta(root, "stats.json")
+    stored = lerobot_dataset.read_frames(root, ["action"])["action"].astype(np.float32).astype(np.float64)
+    assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    np.testing.assert_array_equal(stats["action"]["q50"], np.quantile(stored, 0.5, axis=0))
+    assert set(stats) == set(info["features"]) and np.array(stats[KEYS[0]]["q99"]).shape == (3, 1, 1)
+
+
+def test_v3_0_starts_a_new_file_at_lerobots_size_limits(tmp_path, monkeypatch):
+    """With limits below one episode each episode gets its own data and video files, and each video's times start at 0."""
+    monkeypatch.setattr(lerobot_dataset, "V3_DATA_FILE_MB", 1e-6)
+    monkeypatch.setattr(lerobot_dataset, "V3_VIDEO_FILE_MB", 1e-6)
+    roots, lengths = write_both(tmp_path)
+    root = roots["v3.0"]
+    assert sorted(p.name for p in (root / "data/chunk-000").iterdir()) == ["file-000.parquet", "file-001.parquet", "file-002.parquet"]
+    assert video_segment(root, 2, "wrist") == (root / "videos/observation.images.wrist/chunk-000/file-002.mp4", 0.0, lengths[2])
+    for episode in range(3):
+        np.testing.assert_array_equal(read_video_frames(root, episode, "top_view"), read_video_frames(roots["v2.1"], episode, "top_view"))
+    assert lerobot_dataset._file_groups([60, 50, 10, 95], 100 / 1024**2) == [([0], 0, 0), ([1, 2], 0, 1), ([3], 0, 2)]
+
+
+def test_record_demos_writes_v3_0(tmp_path):
+    root = tmp_path / "v3"
+    record(root, cameras=False, n_episodes=1, max_attempts=1, dataset_version="v3.0")
+    info = meta(root, "info.json")
+    assert info["codebase_version"] == "v3.0" and info["video_path"] is None and not (root / "videos").exists()
+    assert not (root / "meta/modality.json").exists() and not (root / "pending").exists()
+    demos = read_dataset(root)
+    assert demos.units == "degrees" and len(demos.episodes) == 1 and demos.cameras == []
+
+
+def set_cell(path, column, row, value):
+    table = pq.read_table(path)
+    values = table.column(column).to_pylist()
+    values[row] = value
+    pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(values, table.schema.field(column).type)), path)
+
+
+EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
+WRIST = "videos/observation.images.wrist"
+DAMAGED_V3 = {
+    "a NaN time": (lambda root: set_cell(root / EPISODES_FILE, f"{WRIST}/from_timestamp", 1, float("nan")),
+                   "from_timestamp' holds NaN or infinite values, first in episode 1;"),
+    "a span of no whole frames": (lambda root: set_cell(root / EPISODES_FILE, f"{WRIST}/to_timestamp", 1, 0.21),
+                                  "episode 1's observation.images.wrist entry .* is not a file and a whole number of frames in it"),
+    "a negative file": (lambda root: set_cell(root / EPISODES_FILE, f"{WRIST}/file_index", 1, -3), "chunk 0, file -3"),
+    "no episodes file": (lambda root: (root / EPISODES_FILE).unlink(), "has no episode 1 in meta/episodes/"),
+    "an odd path template": (lambda root: edit_info(root, video_path="videos/{camera}/file.mp4"), "path template .* cannot be filled in"),
+}
+
+
+def edit_info(root, **changes):
+    info = meta(root, "info.json")
+    (root / "meta/info.json").write_text(json.dumps({**info, **changes}))
+
+
+@pytest.mark.parametrize("damage, message", DAMAGED_V3.values(), ids=DAMAGED_V3.keys())
+def test_a_damaged_v3_0_dataset_is_refused_in_one_line(tmp_path, damage, message):
+    roots, _ = write_both(tmp_path)
+    damage(roots["v3.0"])
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as raised:
+        read_video_frames(roots["v3.0"], 1, "wrist")
+    assert "\n" not in str(raised.value)
+    (roots["v3.0"] / "meta/tasks.parquet").write_text("x")
+    with pytest.raises(ValueError, match="cannot read .*tasks.parquet"):
+        lerobot_dataset.read_tasks(roots["v3.0"], meta(roots["v3.0"], "info.json"))
