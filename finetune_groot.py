@@ -63,7 +63,7 @@ import groot_policy
 from command_line import BadInput, option_problems
 from groot_checkpoint import IMAGE_CONTEXT_TOKEN
 from groot_model import EMBODIMENT_TAG_TO_ID, GR00TN15
-from lerobot_dataset import decode_video, gr00t_modality, read_frames, read_info, read_json, read_tasks, video_segment
+from lerobot_dataset import decode_video, gr00t_modality, read_frames, read_info, read_json, read_tasks, units_shown, video_segment
 from run_dirs import create_run_dir, refuse_mount_point, replace_directory, unique_sibling
 from stop_signals import StopSignals, close_writer
 
@@ -204,7 +204,8 @@ class Dataset:
     """camera name -> [width, height]"""
     fps: float
     units: str | None
-    """so101_sim.joint_units of datasets record_demos.py wrote, else None"""
+    """so101_sim.joint_units of datasets record_demos.py wrote, else (without a modality.json) the units the joints
+    show (lerobot_dataset.units_shown: a LeRobot recording of so101_mujoco with --robot.task_state=true), else None"""
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     instructions: list[list[str]] = field(default_factory=list)
@@ -232,12 +233,13 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
     root = pathlib.Path(root)
     info = read_info(root)
     modality_path = root / "meta" / "modality.json"
+    derived = not modality_path.is_file()
     try:
-        if modality_path.is_file():
-            modality = read_json(modality_path)
-        else:
+        if derived:
             modality_path = f"{root} (no meta/modality.json; GR00T's keys derived from its features)"
             modality = gr00t_modality(info["features"])
+        else:
+            modality = read_json(modality_path)
         state_groups, action_groups, cameras, task_key = parse_modality(modality, info["features"])
     except ValueError as error:
         raise ValueError(f"{modality_path}: {error}") from None
@@ -247,8 +249,10 @@ def load_dataset(root: str | pathlib.Path, instruction: str | None) -> Dataset:
     arrays = read_frames(root, columns)
     tasks = read_tasks(root, info) if task_key else {}
 
-    dataset = Dataset(root, state_groups, action_groups, cameras, resolution, float(info.get("fps", 30)),
-                      info.get("so101_sim", {}).get("joint_units"))
+    units = info.get("so101_sim", {}).get("joint_units")
+    if units is None and derived:  # the features are the SO-101's joints (then the task state): their values may show the units
+        units = units_shown(arrays["observation.state"], info["features"]["observation.state"].get("names"), arrays["action"])
+    dataset = Dataset(root, state_groups, action_groups, cameras, resolution, float(info.get("fps", 30)), units)
     episode_index = arrays["episode_index"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
     ends = np.r_[starts[1:], len(episode_index)]

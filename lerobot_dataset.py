@@ -79,10 +79,17 @@ Features written from the sim (the 25-float env state split the way LeRobot spli
 `action` is an absolute joint target like the follower command of a real SO-101 recording,
 not the env's normalized delta: a trainer recovers the delta as `(target - q) / act_scale`.
 
+A LeRobot recording of the simulated arm (`lerobot-record --robot.type=so101_mujoco --robot.task_state=true`)
+has no observation.environment_state: LeRobot's recorder puts every number a robot reports into
+observation.state, so the task state follows the joints there (RECORDED_STATE_NAMES, 25 values). The readers
+tell the two layouts apart by the names of observation.state (`check_observation_state`), never by its width
+alone: the BC reader takes the same 25-float state either way, GR00T the 6 joints (0:5 and 5:6).
+
 Joint values are in one of joint_units.JOINT_UNITS (radians, degrees, LeRobot's range; see
 joint_units.py). Datasets we write name their units in info.json under `so101_sim.joint_units`; for other
-datasets the reader takes them from the caller or infers them from the joint values (radians
-within [-2 pi, 2 pi]; degrees when an arm joint passes 100) and asks when they are ambiguous.
+datasets the reader takes them from the caller or from what the values show (`units_shown`): with the task
+state, the one unit in which the joints put the gripper tip where the task state says it was; else their
+extent (radians within [-2 pi, 2 pi]; degrees when an arm joint passes 100). It asks when they are ambiguous.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from joint_units import JOINT_UNITS, check_units, radians_to_units, units_from_extent, units_to_radians
+from joint_units import JOINT_UNITS, check_units, radians_to_units, units_from_extent, units_from_tip, units_to_radians
 from run_dirs import refuse_mount_point, replace_directory, unique_sibling
 from so101_env import ACTION_DIM, JOINT_NAMES, POLICY_HZ, STATE_DIM
 
@@ -145,6 +152,8 @@ ENVIRONMENT_STATE_NAMES = (
     + [f"tip.{axis}" for axis in "xyz"]
     + [f"paper_to_goal.{axis}" for axis in "xyz"]
 )
+RECORDED_STATE_NAMES = [*JOINT_FEATURE_NAMES, *ENVIRONMENT_STATE_NAMES]
+"""observation.state as LeRobot's recorder writes it from the so101_mujoco robot with --robot.task_state=true"""
 VECTOR_FEATURES = {
     "observation.state": JOINT_FEATURE_NAMES,
     "observation.environment_state": ENVIRONMENT_STATE_NAMES,
@@ -535,11 +544,13 @@ def gr00t_modality(features: dict) -> dict:
     groups of NVIDIA's SO-100/SO-101 configs (GR00T_GROUPS: single_arm 0:5, gripper 5:6 of observation.state
     and action), every video feature as `video.<camera>` (named as in GR00T_CAMERA_NAMES: video.front reads
     observation.images.top_view; other cameras keep their name), and the task text from task_index (looked up in
-    the tasks file). ValueError when the features do not fit: GR00T's groups need 6 joints and a camera."""
-    widths = {name: features.get(name, {}).get("shape") for name in JOINT_VALUED_FEATURES}
-    if any(width != [ACTION_DIM] and width != (ACTION_DIM,) for width in widths.values()):
+    the tasks file). An observation.state that holds the task state after the joints (`check_observation_state`)
+    gives GR00T its joints alone. ValueError when the features do not fit: GR00T's groups need 6 joints and a camera."""
+    widths = {name: list(features.get(name, {}).get("shape") or []) for name in JOINT_VALUED_FEATURES}
+    if widths["action"] != [ACTION_DIM] or widths["observation.state"] not in ([ACTION_DIM], [len(RECORDED_STATE_NAMES)]):
         raise ValueError(f"GR00T's SO-100/SO-101 groups need observation.state and action of {ACTION_DIM} joints; "
                          f"info.json declares shapes {widths}: write a meta/modality.json for this robot")
+    check_observation_state(features)
     videos = video_keys({"features": features})
     if not videos:
         raise ValueError("it has no video feature; GR00T needs camera images (record with --cameras)")
@@ -843,32 +854,79 @@ class Demonstrations:
 
 
 def read_dataset(root: str | pathlib.Path, units: str | None = None) -> Demonstrations:
-    """Read a LeRobot v2.x/v3.0 dataset's frames; the observation is `observation.state`
-    followed by `observation.environment_state` when the dataset has one."""
+    """Read a LeRobot v2.x/v3.0 dataset's frames; the observation is `observation.state` followed by
+    `observation.environment_state` when the dataset has one: the 6 joints, then the task state when the dataset
+    has it (in either layout, `check_observation_state`). Joint units: `units`, else the ones the dataset names,
+    else the ones its values show (`units_shown`); ValueError naming --units when none of these tells."""
     root = pathlib.Path(root)
     info = read_info(root)
     features = info["features"]
     missing = [name for name in ("observation.state", "action") if name not in features]
     if missing:
         raise ValueError(f"dataset {root} lacks the feature(s) {missing}; a BC dataset needs observation.state and action")
+    check_observation_state(features)
     observation = ["observation.state"] + [n for n in ["observation.environment_state"] if n in features]
     arrays = read_frames(root, [*observation, "action", "episode_index"])
-    if arrays["observation.state"].shape[1] != ACTION_DIM or arrays["action"].shape[1] != ACTION_DIM:
-        raise ValueError(f"dataset {root}: observation.state and action must hold the {ACTION_DIM} SO-101 joints")
-
-    units = units or info.get("so101_sim", {}).get("joint_units") or _infer_units(arrays, root)
-    check_units(units)
-    for name in JOINT_VALUED_FEATURES:
-        arrays[name] = units_to_radians(arrays[name], units)
-
+    if arrays["action"].shape[1] != ACTION_DIM:
+        raise ValueError(f"dataset {root}: action must hold the {ACTION_DIM} SO-101 joints")
     state = np.concatenate([arrays[name] for name in observation], axis=1)
+    names = [n for name in observation for n in (features[name].get("names") or [])]
+
+    units = units or info.get("so101_sim", {}).get("joint_units") or units_shown(state, names, arrays["action"])
+    if units is None:
+        raise ValueError(f"dataset {root} does not name its joint units and its values do not show them (degrees and "
+                         f"LeRobot's [-100, 100] range both fit); pass --units degrees (LeRobot's use_degrees=true, its "
+                         f"default) or --units range (use_degrees=false)")
+    check_units(units)
+    state[:, :ACTION_DIM] = units_to_radians(state[:, :ACTION_DIM], units)
+    target = units_to_radians(arrays["action"], units)
+
     episode_index = arrays["episode_index"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
     ends = np.r_[starts[1:], len(episode_index)]
-    episodes = [{"state": state[a:b], "target": arrays["action"][a:b]} for a, b in zip(starts, ends)]
-    names = [n for name in observation for n in (features[name].get("names") or [])]
+    episodes = [{"state": state[a:b], "target": target[a:b]} for a, b in zip(starts, ends)]
     return Demonstrations(episodes=episodes, state_names=names, units=units, info=info,
                           episode_indices=[int(i) for i in episode_index[starts]], cameras=video_keys(info))
+
+
+def check_observation_state(features: dict) -> None:
+    """Refuse, in one line (ValueError), a dataset's observation.state that is neither the 6 joints alone (named
+    or not: SO-101 recordings of other LeRobot versions name them otherwise) nor the joints followed by the task
+    state, named RECORDED_STATE_NAMES (as LeRobot's recorder writes the so101_mujoco robot with
+    --robot.task_state=true): other values, or names missing, unknown or out of order."""
+    feature = features["observation.state"]
+    width = math.prod(feature.get("shape") or [0])
+    names = feature.get("names")
+    recorded = names == RECORDED_STATE_NAMES and width == len(names)
+    if width == ACTION_DIM or (recorded and "observation.environment_state" not in features):
+        return
+    if not isinstance(names, list) or len(names) != width:
+        problem = f"and {len(names)} names" if isinstance(names, list) else "and no list of their names"
+    elif not recorded:
+        i = next(i for i in range(max(width, len(RECORDED_STATE_NAMES))) if names[i:i + 1] != RECORDED_STATE_NAMES[i:i + 1])
+        found, expected = (repr(n[i]) if i < len(n) else "nothing" for n in (names, RECORDED_STATE_NAMES))
+        problem = f"whose name {i} is {found} where {expected} belongs"
+    else:
+        problem = "named as the joints and the task state, but the dataset has an observation.environment_state too"
+    raise ValueError(f"observation.state holds {width} values {problem}; it must hold the {ACTION_DIM} SO-101 joints "
+                     f"({', '.join(JOINT_FEATURE_NAMES)}), or those followed by the task state "
+                     f"(lerobot_dataset.ENVIRONMENT_STATE_NAMES) as lerobot-record writes it from "
+                     f"--robot.type=so101_mujoco --robot.task_state=true")
+
+
+def units_shown(state: np.ndarray, state_names: list, actions: np.ndarray) -> str | None:
+    """The joint units that the values of a dataset which does not name them show, or None: `state` (N, D) starts
+    with the 6 joints, `state_names` names its columns, `actions` (N, 6) are joint targets. When the task state
+    follows the joints (RECORDED_STATE_NAMES), the one unit in which the joints put the gripper tip where the
+    task state says it was (joint_units.units_from_tip); otherwise, or when no single unit does, the one unit
+    their extent allows (joint_units.units_from_extent)."""
+    joints = state[:, :ACTION_DIM]
+    if list(state_names or []) == RECORDED_STATE_NAMES:
+        tip = ACTION_DIM + ENVIRONMENT_STATE_NAMES.index("tip.x")
+        units = units_from_tip(joints, state[:, tip:tip + 3])
+        if units is not None:
+            return units
+    return units_from_extent(np.maximum(np.abs(joints).max(0), np.abs(actions).max(0)))
 
 
 def video_keys(info: dict) -> list[str]:
@@ -1029,14 +1087,3 @@ def _as_array(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     except (TypeError, ValueError) as error:
         raise ValueError(f"is not numeric ({error})") from None
     return values.reshape(len(column), -1) if listed else values
-
-
-def _infer_units(arrays: dict[str, np.ndarray], root: pathlib.Path) -> str:
-    extent = np.max([np.abs(arrays[name]).max(0) for name in JOINT_VALUED_FEATURES], axis=0)
-    units = units_from_extent(extent)
-    if units is not None:
-        return units
-    raise ValueError(
-        f"dataset {root} does not name its joint units and its joint values (up to {extent.max():.1f}) fit both "
-        f"degrees and LeRobot's range ([-100, 100] arm, [0, 100] gripper); pass the units explicitly"
-    )

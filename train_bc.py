@@ -44,9 +44,10 @@ from so101_env import ACTION_DIM
 @dataclass
 class Args:
     dataset: str = "runs/demos/jacobian"
-    """LeRobot dataset directory (record_demos.py writes one; a real SO-101 recording works too)"""
+    """LeRobot dataset directory (record_demos.py writes one; so does lerobot-record --robot.type=so101_mujoco
+    --robot.task_state=true; a real SO-101 recording works too)"""
     units: str | None = None
-    """joint units of the dataset (radians, degrees, range); default: its info.json, else inferred"""
+    """joint units of the dataset (radians, degrees, range); default: the ones it names, else the ones its values show"""
     act_scale: float | None = None
     """radians per unit of normalized action; default: the dataset's, else 0.02 (the env's default)"""
     exp_name: str = os.path.basename(__file__)[: -len(".py")]

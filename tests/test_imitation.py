@@ -16,7 +16,7 @@ import record_demos
 import bc_policy
 import train_bc
 from base_policies import ILBasePolicy, base_policy_kwargs, make_base_policy, parse_hybrid_spec
-from joint_units import JOINT_UNITS, joint_ranges, radians_to_units, units_to_radians
+from joint_units import JOINT_UNITS, joint_ranges, radians_to_units, units_from_tip, units_to_radians
 from lerobot_dataset import DatasetWriter, read_dataset
 from file_faults import edit_json, set_value
 from so101_env import SO101PaperSquareEnv
@@ -95,19 +95,41 @@ def test_joint_units_round_trip(units):
         np.testing.assert_allclose(values[:2, :5], [[-100] * 5, [100] * 5])
 
 
-def test_units_are_asked_for_when_a_dataset_does_not_name_them(tmp_path):
+def test_units_a_dataset_does_not_name_come_from_its_tip_positions_else_the_caller(tmp_path):
     path = tmp_path / "range"
     record(path, units="range", n_episodes=1)
     reference = read_dataset(path)
     info_path = path / "meta" / "info.json"
-    info = json.loads(info_path.read_text())
-    del info["so101_sim"]  # like a dataset from elsewhere
-    info_path.write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="pass the units explicitly"):
+    edit_json(info_path, lambda info: info.pop("so101_sim"))  # like a dataset from elsewhere
+    assert read_dataset(path).units == "range"  # where the joints put the gripper tip in the task state
+    edit_json(info_path, lambda info: info["features"]["observation.environment_state"].update(names=None))  # no tip, then
+    with pytest.raises(ValueError, match=r"does not name its joint units .*; pass --units degrees .* or --units range"):
         read_dataset(path)
+    with pytest.raises(SystemExit, match="cannot train: .* pass --units"):
+        train_bc.main(train_bc.Args(dataset=str(path), run_dir=str(tmp_path / "runs"), **TINY_BC))
     demos = read_dataset(path, units="range")
     np.testing.assert_allclose(demos.episodes[0]["state"], reference.episodes[0]["state"])
     assert np.abs(demos.episodes[0]["state"][:, :6]).max() < 3.2  # back in radians
+
+
+def test_units_from_tip_finds_the_one_unit_that_puts_the_gripper_tip_where_it_was():
+    env, expert = SO101PaperSquareEnv(), make_base_policy("jacobian", 1)
+    states = [env.reset(seed=2)[0]]
+    for _ in range(30):
+        states.append(env.step(expert.act(states[-1][None])[0])[0])
+    states = np.array(states, dtype=np.float64)
+    joints, tips = states[:, :6], states[:, 19:22]
+    for units in JOINT_UNITS:
+        assert units_from_tip(radians_to_units(joints, units).astype(np.float32), tips) == units
+    assert units_from_tip(radians_to_units(joints, "degrees"), tips + [0.0, 0.0, 0.01]) is None  # another arm's tip
+    # shoulder_lift alone moved: degrees and range agree (its span is 200 degrees), so neither is the one
+    import mujoco  # after so101_env (imported above), which picks the headless OpenGL backend first
+
+    data = mujoco.MjData(env.model)
+    data.qpos[env.model.joint("shoulder_lift").qposadr[0]] = np.radians(-30.0)
+    mujoco.mj_kinematics(env.model, data)
+    lifted = np.array([[0.0, -30.0, 0.0, 0.0, 0.0, 50.0]])
+    assert units_from_tip(lifted, data.site("gripperframe").xpos[None]) is None
 
 
 def test_checkpoint_round_trip(checkpoint):

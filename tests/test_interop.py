@@ -65,8 +65,10 @@ def check_picture(theirs: np.ndarray, ours: np.ndarray, written: np.ndarray, fra
 @pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
 def test_lerobot_loads_our_v3_0_dataset_as_we_read_it(tmp_path, monkeypatch, backend):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local dataset: nothing may come from the hub
-    lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset", reason="LeRobot >= 0.4 is not installed",
-                                          exc_type=ImportError)
+    try:  # a broken install (torchvision beside another torch) raises ImportError, not ModuleNotFoundError
+        from lerobot.datasets import lerobot_dataset
+    except ImportError:
+        pytest.skip("LeRobot >= 0.4 is not installed")
     if backend == "torchcodec":
         try:
             import torchcodec.decoders  # noqa: F401  loads FFmpeg's shared libraries

@@ -21,12 +21,18 @@ plugin = pytest.importorskip("lerobot_robot_so101_mujoco",
 
 import deploy  # noqa: E402
 import eval_policy  # noqa: E402
+import finetune_groot  # noqa: E402
+import groot_checkpoint  # noqa: E402
+import torch  # noqa: E402
+import train_bc  # noqa: E402
+from base_policies import make_base_policy  # noqa: E402
+from groot_fixtures import checkpoint_dir, one_torch_thread, tokenizer_dir  # noqa: E402, F401 (fixtures)
 from lerobot.datasets import LeRobotDataset  # noqa: E402
 from lerobot.robots import make_robot_from_config  # noqa: E402
 from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig  # noqa: E402
 from lerobot.scripts import lerobot_eval, lerobot_record, lerobot_replay, lerobot_train  # noqa: E402
 from lerobot.utils.feature_utils import hw_to_dataset_features  # noqa: E402
-from lerobot_dataset import ENVIRONMENT_STATE_NAMES  # noqa: E402
+from lerobot_dataset import ENVIRONMENT_STATE_NAMES, read_dataset  # noqa: E402
 from sim_arm import JOINT_KEYS  # noqa: E402
 
 RESIDUAL = "checkpoints/residual_jacobian_seed1.pt"
@@ -40,9 +46,9 @@ def run_lerobot(monkeypatch, main, *argv: str) -> None:
     main()
 
 
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    """Two episodes recorded by lerobot-record from the simulated arm driven by the scripted teleoperator."""
+def record(tmp_path_factory, *options: str):
+    """Two episodes recorded by lerobot-record from the simulated arm (cameras of 32 px) driven by the scripted
+    teleoperator."""
     if so101_env._gl_problem is not None:
         pytest.skip(f"no OpenGL here: {so101_env._gl_problem}")
     root = tmp_path_factory.mktemp("lerobot") / "so101_sim"
@@ -53,8 +59,21 @@ def recording(tmp_path_factory):
                     f"--teleop.calibration_dir={calibration}", "--dataset.repo_id=local/so101_sim",
                     f"--dataset.root={root}", "--dataset.num_episodes=2", "--dataset.episode_time_s=2",
                     "--dataset.reset_time_s=0", f"--dataset.single_task={TASK}", "--dataset.push_to_hub=false",
-                    "--play_sounds=false")
+                    "--play_sounds=false", *options)
     return root
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """What a real so101_follower records: joints and cameras."""
+    return record(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def task_state_recording(tmp_path_factory):
+    """With the task state after the joints in observation.state, for the project's BC (a policy trained on it
+    needs that state, which lerobot-eval's environment does not give as observation.state: hence two recordings)."""
+    return record(tmp_path_factory, "--robot.task_state=true")
 
 
 def test_the_plugin_registers_a_robot_with_so101_followers_joints(tmp_path):
@@ -142,6 +161,40 @@ def test_a_policy_trained_by_lerobot_on_the_recording_runs_in_lerobot_eval(recor
                 f"--output_dir={tmp_path / 'eval'}")
     result = json.loads((tmp_path / "eval" / "eval_info.json").read_text())["overall"]
     assert result["n_episodes"] == 1 and np.isfinite(result["avg_sum_reward"])
+
+
+def test_the_project_trains_its_bc_base_on_a_lerobot_recording_and_evaluates_it(task_state_recording, tmp_path):
+    demos = read_dataset(task_state_recording)  # the joints' units shown by where they put the gripper tip
+    assert demos.units == "degrees" and demos.state_names == [*JOINT_KEYS, *ENVIRONMENT_STATE_NAMES]
+    first = demos.episodes[0]["state"][0]  # the scene of episode 0 as the env resets it, joints back in radians
+    np.testing.assert_allclose(first, so101_env.SO101PaperSquareEnv().reset(seed=0)[0], atol=1e-5)
+    labels = np.concatenate([(e["target"] - e["state"][:, :6]) / 0.02 for e in demos.episodes])
+    assert 0.9 < np.abs(labels).max() <= 1.0 + 1e-3  # the expert's steps of at most act_scale, in radians again
+
+    checkpoint = train_bc.main(train_bc.Args(
+        dataset=str(task_state_recording), run_dir=str(tmp_path / "runs"), chunk_size=4, chunk_steps=2, hidden_size=32,
+        num_hidden_layers=2, num_updates=20, batch_size=32, log_every=10, eval_episodes=0, val_fraction=0.0))
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["state_dim"] == 25 and saved["dataset"]["units"] == "degrees" and saved["dataset"]["robot_type"] == "so101_mujoco"
+    episodes = eval_policy.main(eval_policy.Args(base_policy="il", il_checkpoint=str(checkpoint), n_episodes=2))[0]["episodes"]
+    assert len(episodes) == 2 and all(np.isfinite(episode["reward"]) for episode in episodes)
+
+
+def test_the_project_fine_tunes_gr00t_on_a_lerobot_recording(task_state_recording, checkpoint_dir, tokenizer_dir, tmp_path):
+    output = finetune_groot.main(finetune_groot.Args(
+        dataset=[str(task_state_recording)], init_from=str(checkpoint_dir), tokenizer=str(tokenizer_dir),
+        output_dir=str(tmp_path / "checkpoint"), run_dir=str(tmp_path / "runs"), max_steps=2, batch_size=2, torch_threads=1))
+    metadata = groot_checkpoint.load_metadata(output)
+    assert metadata.joint_units == "degrees" and list(metadata.video) == ["front", "wrist"]
+    joints = LeRobotDataset("local/so101_sim", root=task_state_recording).hf_dataset["observation.state"]
+    joints = np.stack([np.asarray(state[:6]) for state in joints])  # GR00T sees the six joints, not the task state
+    assert {name: len(stats["min"]) for name, stats in metadata.state.items()} == {"single_arm": 5, "gripper": 1}
+    np.testing.assert_allclose(metadata.state["single_arm"]["max"], joints[:, :5].max(0), rtol=1e-6)
+    base = make_base_policy("groot", 1, checkpoint=str(output), device="cpu", seed=0)
+    env = so101_env.SO101PaperSquareEnv(image_size=32)
+    base.reset()
+    action = base.act(env.reset(seed=0)[0][None], {camera: frame[None] for camera, frame in env.render_cameras().items()})
+    assert base.units == "degrees" and action.shape == (1, 6) and np.isfinite(action).all()
 
 
 def test_deploy_runs_a_residual_on_the_lerobot_robot(capsys, tmp_path):

@@ -4,6 +4,7 @@ modality.json agree with the data, and what Isaac-GR00T's loader needs holds (ti
 as stored, NVIDIA's camera names). Small images (64 px) and two short episodes keep it fast."""
 
 import json
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -12,9 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import tyro
 
+import finetune_groot
 import lerobot_dataset
 import record_demos
 from base_policies import make_base_policy
+from file_faults import edit_json
+from joint_units import radians_to_units, units_to_radians
 from lerobot_dataset import DatasetWriter, read_dataset, read_video_frames, video_segment
 from so101_env import SO101PaperSquareEnv
 
@@ -292,6 +296,77 @@ def test_the_reader_selects_frames_cameras_and_episodes(recorded):
         read_video_frames(root, 0, "front")
     with pytest.raises(FileNotFoundError, match="episode_000007.mp4"):
         read_video_frames(root, 7, "wrist")
+
+
+def as_lerobot_recording(source, root, units):
+    """A copy of our dataset `source` as LeRobot's recorder writes the so101_mujoco robot with --robot.task_state=true:
+    the task state after the joints in observation.state, no observation.environment_state, the joints in `units`,
+    and nothing that names the units or GR00T's keys (no so101_sim block, no modality.json)."""
+    shutil.copytree(source, root)
+    (root / "meta/modality.json").unlink()
+    source_units = meta(source, "info.json")["so101_sim"]["joint_units"]
+
+    def column(values):
+        return pa.array(np.asarray(values, np.float32).tolist(), pa.list_(pa.float32(), values.shape[1]))
+
+    for path in sorted(root.glob("data/**/*.parquet")):
+        table = pq.read_table(path)
+        joints, task, action = (np.array(table.column(name).to_pylist()) for name in ("observation.state", "observation.environment_state", "action"))
+        joints, action = (radians_to_units(units_to_radians(values, source_units), units) for values in (joints, action))
+        table = table.drop_columns(["observation.environment_state"])
+        table = table.set_column(table.column_names.index("observation.state"), "observation.state", column(np.hstack([joints, task])))
+        pq.write_table(table.set_column(table.column_names.index("action"), "action", column(action)), path)
+
+    def recorder_features(info):
+        del info["so101_sim"], info["features"]["observation.environment_state"]
+        info["features"]["observation.state"] |= {"shape": [25], "names": lerobot_dataset.RECORDED_STATE_NAMES}
+
+    edit_json(root / "meta/info.json", recorder_features)
+    return root
+
+
+@pytest.mark.parametrize("units", ["degrees", "range"])
+def test_a_lerobot_recording_of_the_simulated_arm_reads_as_our_own_dataset(recorded, tmp_path, units):
+    """BC reads the joints and the task state that follows them, in units the gripper tips show; GR00T the joints."""
+    root = as_lerobot_recording(recorded[0], tmp_path / "recording", units)
+    ours, theirs = read_dataset(recorded[0]), read_dataset(root)
+    assert theirs.units == units and theirs.state_names == ours.state_names == lerobot_dataset.RECORDED_STATE_NAMES
+    for a, b in zip(ours.episodes, theirs.episodes, strict=True):
+        np.testing.assert_allclose(b["state"], a["state"], atol=1e-5)  # float32 degrees or range, back in radians
+        np.testing.assert_allclose(b["target"], a["target"], atol=1e-5)
+
+    info = meta(root, "info.json")
+    assert lerobot_dataset.gr00t_modality(info["features"]) == meta(recorded[0], "modality.json")  # joints 0:5 and 5:6
+    groot = finetune_groot.load_dataset(root, None)
+    assert groot.units == units and [s.shape[1] for s in groot.states] == [6, 6]
+    for states, episode in zip(groot.states, theirs.episodes, strict=True):
+        np.testing.assert_allclose(units_to_radians(states, units), episode["state"][:, :6], atol=1e-6)
+
+
+def test_an_observation_state_with_more_than_the_joints_must_be_named_as_the_recorder_names_them(recorded, tmp_path):
+    names = lerobot_dataset.RECORDED_STATE_NAMES
+    swapped = [*names[:6], names[7], names[6], *names[8:]]
+    state = {"dtype": "float32", "shape": [25]}
+    refusals = {
+        "and no list of their names": {**state, "names": None},
+        "and 24 names": {**state, "names": names[:-1]},
+        "whose name 6 is 'shoulder_lift.vel' where 'shoulder_pan.vel' belongs": {**state, "names": swapped},
+        "whose name 20 is 'temperature' where 'tip.y' belongs": {**state, "names": [*names[:20], "temperature", *names[21:]]},
+    }
+    for message, feature in refusals.items():
+        for read in (lerobot_dataset.check_observation_state, lerobot_dataset.gr00t_modality):
+            with pytest.raises(ValueError, match=f"observation.state holds 25 values {message}; it must hold the 6 SO-101 joints"):
+                read({"observation.state": feature, "action": {"shape": [6]}, KEYS[0]: {"dtype": "video"}})
+    with pytest.raises(ValueError, match="observation.environment_state too"):
+        lerobot_dataset.check_observation_state({"observation.state": {**state, "names": names}, "observation.environment_state": {}})
+
+    root = as_lerobot_recording(recorded[0], tmp_path / "recording", "degrees")
+    edit_json(root / "meta/info.json", lambda info: info["features"]["observation.state"].update(names=swapped))
+    with pytest.raises(ValueError, match="whose name 6 is") as raised:
+        read_dataset(root)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match="whose name 6 is"):
+        finetune_groot.load_dataset(root, None)
 
 
 def test_state_only_recording_keeps_the_v2_0_layout(tmp_path):

@@ -10,7 +10,8 @@ from lerobot.teleoperators import TeleoperatorConfig
 @dataclass
 class SO101MujocoConfig(RobotConfig):
     use_degrees: bool = True
-    """joint units as so101_follower's option of that name: degrees (gripper 0-100), else LeRobot's older [-100, 100]"""
+    """joint units as so101_follower's option of that name: degrees, else LeRobot's older [-100, 100]; the gripper is
+    0-100 either way"""
     camera_names: list[str] = field(default_factory=lambda: ["top_view", "wrist"])
     """the simulated cameras to observe (top_view, wrist); none for joints only"""
     image_size: int = 224
