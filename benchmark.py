@@ -208,27 +208,37 @@ class ResidualTaskForSB3(gym.Wrapper):
         return self._observe(state), (reward - penalty) * self.reward_scale, terminated, truncated, info
 
 
-def our_command(args: Args, run_root: str, total_timesteps: int, *extra: str) -> list[str]:
+def our_command(args: Args, total_timesteps: int, *extra: str) -> list[str]:
     """ppo_residual_jacobian.py on the comparison's task: constant alpha, no curriculum, no warm-up, no evaluation."""
     settings = {**PPO_SETTINGS, "total_timesteps": total_timesteps, "num_envs": args.num_envs, "alpha_start": None,
                 "curriculum_start_half_size": None, "critic_warmup_iterations": 0, "eval_every": 0}
     flags = [item for name, value in settings.items() for item in ("--" + name.replace("_", "-"), str(value))]
-    return [sys.executable, "ppo_residual_jacobian.py", *flags, "--run-dir", run_root, *extra]
+    return [sys.executable, "ppo_residual_jacobian.py", *flags, *extra]
 
 
-def train_ours(args: Args, run_dir: str) -> dict:
-    """Env steps/s over the whole run (process start and set-up included) and median rollout / update seconds."""
+def timed_run(command: list[str], steps: int, run_dir: str, tags: dict[str, str]) -> dict:
+    """Run a trainer's command in a fresh directory under run_dir: env steps/s over the whole run (process start
+    and set-up included) and the median of each TensorBoard scalar in `tags` (key -> tag) that the run logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_root = tempfile.mkdtemp(dir=run_dir)
     start = time.perf_counter()
-    subprocess.run(our_command(args, run_root, args.train_steps), check=True, capture_output=True, cwd=ROOT)
-    rate = args.train_steps / (time.perf_counter() - start)
+    subprocess.run([*command, "--run-dir", run_root], check=True, capture_output=True, cwd=ROOT)
+    result = {"sps": steps / (time.perf_counter() - start)}
     (run,) = pathlib.Path(run_root).iterdir()
     events = EventAccumulator(str(run))
     events.Reload()
-    rollout, update = ([e.value for e in events.Scalars(f"charts/{k}_seconds")] for k in ("rollout", "update"))
-    return {"sps": rate, "rollout": statistics.median(rollout), "update": statistics.median(update)}
+    logged = events.Tags()["scalars"]
+    result |= {key: statistics.median(e.value for e in events.Scalars(tag)) for key, tag in tags.items() if tag in logged}
+    return result
+
+
+ITERATION_TAGS = {"rollout": "charts/rollout_seconds", "update": "charts/update_seconds"}
+
+
+def train_ours(args: Args, run_dir: str) -> dict:
+    """Env steps/s over the whole run (process start and set-up included) and median rollout / update seconds."""
+    return timed_run(our_command(args, args.train_steps), args.train_steps, run_dir, ITERATION_TAGS)
 
 
 def make_sb3_ppo(args: Args, envs, seed: int):
@@ -329,7 +339,7 @@ def profile_iteration(args: Args, run_dir: str) -> list[str]:
     """cProfile of one iteration of ppo_residual_jacobian.py collecting in one process (--num-workers 0),
     so that the profile sees the rollout's work, not a wait for the workers."""
     run_root, stats = tempfile.mkdtemp(dir=run_dir), os.path.join(run_dir, "iteration.prof")
-    command = our_command(args, run_root, args.num_envs * PPO_SETTINGS["num_steps"], "--num-workers", "0")
+    command = our_command(args, args.num_envs * PPO_SETTINGS["num_steps"], "--num-workers", "0", "--run-dir", run_root)
     subprocess.run([command[0], "-m", "cProfile", "-o", stats, *command[1:]], check=True, capture_output=True, cwd=ROOT)
     stream = io.StringIO()
     pstats.Stats(stats, stream=stream).sort_stats("tottime").print_stats(12)
@@ -402,25 +412,12 @@ def bench_train(args: Args) -> list[str]:
 
 # ---------------------------------------------------------------------------- groot
 def train_default(script: str, args: Args, run_dir: str) -> dict:
-    """One trainer with its defaults for --train-steps steps, no evaluation: whole-run env steps/s and the medians
-    of its per-iteration TensorBoard scalars (the GR00T ones are absent for the Jacobian trainer)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run_root = tempfile.mkdtemp(dir=run_dir)
+    """One trainer with its defaults for --train-steps steps, no evaluation (the GR00T scalars are absent for the
+    Jacobian trainer)."""
     command = [sys.executable, script, "--total-timesteps", str(args.train_steps), "--num-envs", str(args.num_envs),
-               "--eval-every", "0", "--run-dir", run_root]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
-    result = {"sps": args.train_steps / (time.perf_counter() - start)}
-    (run,) = pathlib.Path(run_root).iterdir()
-    events = EventAccumulator(str(run))
-    events.Reload()
-    tags = {"rollout": "charts/rollout_seconds", "update": "charts/update_seconds", "calls": "groot/calls",
-            "batch": "groot/batch_size", "call_seconds": "groot/inference_time"}
-    for key, tag in tags.items():
-        if tag in events.Tags()["scalars"]:
-            result[key] = statistics.median(e.value for e in events.Scalars(tag))
-    return result
+               "--eval-every", "0"]
+    tags = ITERATION_TAGS | {"calls": "groot/calls", "batch": "groot/batch_size", "call_seconds": "groot/inference_time"}
+    return timed_run(command, args.train_steps, run_dir, tags)
 
 
 def bench_groot(args: Args) -> list[str]:
