@@ -280,6 +280,15 @@ def checkpoint_paths(args: Args) -> list[str]:
     return paths
 
 
+def policy_kind(checkpoint: dict) -> str:
+    """A checkpoint's row name: "residual+<base>", or for one that steers GR00T's flow (ppo_noise_groot.py)
+    "steering+groot", with "+residual" when its action residual is on (alpha > 0)."""
+    base = checkpoint["base_config"]["name"]
+    if "noise_program" not in checkpoint:
+        return f"residual+{base}"
+    return f"steering+residual+{base}" if checkpoint["alpha"] > 0 else f"steering+{base}"
+
+
 def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], str | None, str | None]]:
     """(name, a function that returns the policy, checkpoint path or None, the name of the row of a
     checkpoint's base alone or None) in the order of the table:
@@ -312,14 +321,15 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
     for path, label, checkpoint, actor, flow_start, kwargs, config in zip(paths, checkpoint_labels(paths), loaded, actors,
                                                                            flow_starts, base_kwargs, configs):
         # One checkpoint keeps the plain name it always had; several get their path as a label.
-        name = None if len(paths) == 1 else f"residual+{checkpoint['base_config']['name']} {label}"
+        kind = policy_kind(checkpoint)
+        name = None if len(paths) == 1 else f"{kind} {label}"
 
         def build(checkpoint=checkpoint, actor=actor, flow_start=flow_start, kwargs=kwargs, name=name, config=config):
             residual = residual_from_loaded(checkpoint, actor, kwargs, name, flow_start)
             bases.setdefault(config, residual.base)
             return residual
 
-        policies.append((name or f"residual+{checkpoint['base_config']['name']}", build, path, base_rows.get(config)))
+        policies.append((name or kind, build, path, base_rows.get(config)))
     for config, name in base_rows.items():
         policies.append((name, lambda config=config: bases[config], None, None))
     if args.base_policy and not paths:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groot_model import EMBODIMENT_TAG_TO_ID, MAX_WIDTH, GR00TN15, build_model, check_config_limits
+from groot_model import EMBODIMENT_TAG_TO_ID, MAX_ACTION_HORIZON, MAX_WIDTH, GR00TN15, build_model, check_config_limits
 
 DEFAULT_TOKENIZER = "lerobot/eagle2hg-processor-groot-n1p5"  # Eagle 2.5 tokenizer files
 DEFAULT_LANGUAGE_KEY = "annotation.human.task_description"
@@ -416,6 +416,32 @@ class GR00TMetadata:
             return parsed
 
         return cls(embodiment_tag, video, stats("state"), stats("action"), action_horizon=action_horizon)
+
+    @classmethod
+    def from_reply(cls, reply: object) -> GR00TMetadata:
+        """The metadata a GR00T server sends (`dataclasses.asdict` of one), held to what `from_json` demands of a
+        checkpoint's file: a server is as untrusted as a file. ValueError saying what is wrong."""
+        names = {"embodiment_tag", "video", "state", "action", "language_key", "action_horizon", "joint_units"}
+        if not (isinstance(reply, dict) and {"embodiment_tag", "video", "state", "action"} <= set(reply) <= names):
+            keys = sorted(map(str, reply))[:10] if isinstance(reply, dict) else type(reply).__name__
+            raise ValueError(f"its metadata must be a dict of {sorted(names)}, got {keys}")
+        horizon, language_key = reply.get("action_horizon", 16), reply.get("language_key", DEFAULT_LANGUAGE_KEY)
+        units = reply.get("joint_units")
+        if not (type(horizon) is int and 1 <= horizon <= MAX_ACTION_HORIZON):
+            raise ValueError(f"its action_horizon must be a whole number from 1 to {MAX_ACTION_HORIZON}, got {horizon!r:.40}")
+        if not (isinstance(language_key, str) and len(language_key) <= 200) or not (units is None or isinstance(units, str)):
+            raise ValueError(f"its language_key and joint_units must be short strings, got {language_key!r:.40}, {units!r:.40}")
+        tag, state, action = reply["embodiment_tag"], reply["state"], reply["action"]
+        try:
+            layout = {"modalities": {"video": reply["video"], "state": list(state), "action": list(action)},
+                      "statistics": {"state": state, "action": action}}
+            parsed = cls.from_json({tag: layout}, tag, horizon)
+        except KeyError as err:
+            raise ValueError(f"its metadata lacks {err}") from None
+        except (TypeError, AttributeError) as err:
+            raise ValueError(f"its metadata is malformed: {err}") from None
+        parsed.language_key, parsed.joint_units = language_key, units
+        return parsed
 
     @property
     def state_dims(self) -> dict[str, int]:

@@ -138,7 +138,11 @@ class GR00TClient:
         return self.call("get_modality_config")
 
     def get_metadata(self) -> GR00TMetadata:
-        return GR00TMetadata(**self.call("get_metadata"))
+        """The server's metadata, checked as a checkpoint's file is (ValueError naming the server if it is bad)."""
+        try:
+            return GR00TMetadata.from_reply(self.call("get_metadata"))
+        except ValueError as error:
+            raise ValueError(f"GR00T server at {self.host}:{self.port}: {error}") from None
 
     def kill(self) -> None:
         """Ask the server to stop after this reply. A GR00TServer on the network refuses unless it has an API token

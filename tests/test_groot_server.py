@@ -7,6 +7,7 @@ port for a moment to check the warning and the kill rule.
 """
 
 import contextlib
+import copy
 import inspect
 import re
 import socket
@@ -367,6 +368,52 @@ def test_client_raises_the_server_error_with_address_and_endpoint():
                                                r"ValueError: Unknown endpoint: reset"):
             connect().call("reset")
 
+
+
+class MetadataPolicy(FakePolicy):
+    """A policy whose get_metadata the server sends as it is."""
+
+    def __init__(self, metadata):
+        super().__init__()
+        self.metadata = metadata
+
+    def get_metadata(self):
+        return self.metadata
+
+
+def test_the_client_gets_the_servers_metadata_as_it_was(tiny_policy):
+    sent = tiny_policy.get_metadata()
+    with serving(MetadataPolicy(sent)) as (_, connect):
+        received = connect().get_metadata()
+    assert (received.embodiment_tag, received.video, received.language_key, received.action_horizon) == \
+        (sent.embodiment_tag, sent.video, sent.language_key, sent.action_horizon)
+    for kind in ("state", "action"):
+        assert list(getattr(received, kind)) == list(getattr(sent, kind))  # the order is the concatenation order
+        for key, statistics in getattr(sent, kind).items():
+            for name, values in statistics.items():
+                np.testing.assert_array_equal(getattr(received, kind)[key][name], values)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.video.update(front={"resolution": [100_000, 1]}), r"video\.front resolution must be \[width, height\]"),
+    (lambda m: m.state["single_arm"].update(min=np.full(5, np.nan, np.float32)), r"state\.single_arm statistics must be finite"),
+    (lambda m: setattr(m, "action_horizon", 10**9), r"its action_horizon must be a whole number from 1 to 1024"),
+    (lambda m: setattr(m, "state", [1, 2]), r"its metadata is malformed"),
+    (lambda m: setattr(m, "language_key", ["not", "a", "string"]), r"its language_key and joint_units must be short strings"),
+])
+def test_metadata_a_server_sends_is_checked_like_a_checkpoints_file(tiny_policy, change, message):
+    metadata = copy.deepcopy(tiny_policy.get_metadata())
+    change(metadata)
+    with serving(MetadataPolicy(metadata)) as (server, connect):
+        with pytest.raises(ValueError, match=rf"GR00T server at 127\.0\.0\.1:{server.port}: {message}"):
+            connect().get_metadata()
+
+
+@pytest.mark.parametrize("reply", [None, [1, 2], {"embodiment_tag": "new_embodiment"},
+                                   {"embodiment_tag": "x", "video": {}, "state": {}, "action": {}, "run": "rm -rf"}])
+def test_a_reply_that_is_not_metadata_is_refused(reply):
+    with pytest.raises(ValueError, match=r"its metadata must be a dict of"):
+        groot_server.GR00TMetadata.from_reply(reply)
 
 # ----- API token, garbage, no server ---------------------------------------------------------
 

@@ -13,6 +13,7 @@ import torch
 
 import eval_policy
 import ppo_noise_groot as ppo
+import ppo_residual_groot
 from actor_program import export_actor
 from base_policies import make_base_policy
 from checkpoint_io import load_checkpoint, load_noise_program, save_checkpoint
@@ -214,7 +215,7 @@ def test_eval_policy_steers_the_base_with_the_checkpoints_noise_program(trained_
     assert base_row == "groot" and policy.alpha == 0.0
 
     steered_row, base_alone = eval_policy.main(args)  # and the whole evaluation runs, paired with its base
-    assert [steered_row["policy"], base_alone["policy"]] == ["residual+groot", "groot"]
+    assert [steered_row["policy"], base_alone["policy"]] == ["steering+groot", "groot"]
     assert "versus_base" in json.loads((tmp_path / "eval.json").read_text())["policies"][0]
 
 
@@ -233,6 +234,17 @@ def test_a_residual_checkpoint_is_not_resumed_as_a_steering_run(trained_run, tmp
                                          "ppo_residual_groot.py"):
         ppo.prepare_run(ppo.Args(resume=str(tmp_path / "run" / "checkpoints" / "latest.pt")))
 
+
+
+def test_a_steering_checkpoint_is_not_resumed_by_the_residual_script(trained_run, tmp_path):
+    copy_dir = tmp_path / "run"
+    shutil.copytree(trained_run, copy_dir)
+    halfway = torch.load(copy_dir / "checkpoints" / "final.pt", weights_only=True)
+    halfway.update(iteration=1, global_step=32)
+    save_checkpoint(copy_dir / "checkpoints" / "halfway.pt", halfway)
+    with pytest.raises(SystemExit, match="also steers GR00T's flow with a noise policy; resume it with the script "
+                                         "that wrote it, ppo_noise_groot.py"):
+        ppo_residual_groot.prepare_run(ppo_residual_groot.Args(resume=str(copy_dir / "checkpoints" / "halfway.pt")))
 
 def test_resume_continues_the_noise_policy(trained_run, short_episodes, tmp_path):
     copy_dir = tmp_path / "run"
