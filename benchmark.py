@@ -340,7 +340,11 @@ def profile_iteration(args: Args, run_dir: str) -> list[str]:
     so that the profile sees the rollout's work, not a wait for the workers."""
     run_root, stats = tempfile.mkdtemp(dir=run_dir), os.path.join(run_dir, "iteration.prof")
     command = our_command(args, args.num_envs * PPO_SETTINGS["num_steps"], "--num-workers", "0", "--run-dir", run_root)
-    subprocess.run([command[0], "-m", "cProfile", "-o", stats, *command[1:]], check=True, capture_output=True, cwd=ROOT)
+    # runpy, not `python -m cProfile script.py`: tyro reads the annotations of Args from sys.modules["__main__"],
+    # which runpy points at the script and cProfile's own command line leaves at cProfile.
+    profiled = ("import cProfile, runpy, sys; stats = sys.argv.pop(1); sys.argv.pop(0); "
+                "cProfile.run('runpy.run_path(sys.argv[0], run_name=\"__main__\")', stats)")
+    subprocess.run([command[0], "-c", profiled, stats, *command[1:]], check=True, capture_output=True, cwd=ROOT)
     stream = io.StringIO()
     pstats.Stats(stats, stream=stream).sort_stats("tottime").print_stats(12)
     table = [line for line in stream.getvalue().splitlines() if line.strip()][-13:]
