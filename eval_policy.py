@@ -7,6 +7,7 @@
     python eval_policy.py --model-paths runs/seed1/checkpoints/final.pt runs/seed2/checkpoints/final.pt \
         runs/seed3/checkpoints/final.pt --compare-base --n-episodes 100 --output-json runs/eval/seeds.json
     python eval_policy.py --aggregate-json runs/eval/seed1.json runs/eval/seed2.json runs/eval/seed3.json
+    python eval_policy.py --aggregate-json runs/eval/base.json runs/eval/seed*.json    # each paired with the base
     python eval_policy.py --model-path checkpoints/residual_jacobian_seed1.pt --randomization-scale 2
 
 Episode i uses reset seed `seed + i`, so every policy meets the same papers. Prints the success
@@ -16,7 +17,8 @@ mean episode length; optionally writes JSON, PNG charts and dual-camera MP4s.
 Several checkpoints (one per training seed) are also summarized over seeds, as Agarwal et al.
 (2021) recommend: the interquartile mean of their success rates with a percentile bootstrap 95 %
 interval over checkpoints, the minimum and the mean (seed_statistics.py). `--aggregate-json`
-computes the same from earlier JSON outputs, without running episodes.
+computes the same from earlier JSON outputs, without running episodes, and pairs each checkpoint with
+its base's row where one of the files holds it.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class Args:
     (with --model-path, that one comes first)"""
     aggregate_json: list[str] | None = None
     """run no episodes: aggregate the checkpoint results of earlier --output-json files of this script (one
-    checkpoint or several each) over checkpoints; they must come from the same episodes"""
+    checkpoint or several each) over checkpoints; they must come from the same episodes. A base's row in any
+    of them (--compare-base, or a file of --base-policy alone) pairs each checkpoint on that base with it"""
     compare_base: bool = False
     """with --model-path(s): also evaluate the checkpoints' base policy alone (each distinct base once)"""
     compare_zero: bool = False
@@ -234,7 +237,7 @@ def print_versus_base(name: str, base_name: str, result: dict) -> None:
     low, high = result["difference_ci95"]
     print(f"{name} - {base_name}: {100 * result['difference']:+.1f} points, 95% CI [{100 * low:+.1f}, {100 * high:+.1f}] "
           f"(paired bootstrap over the {result['n_episodes']} episodes; the residual alone succeeds in {result['gained']}, "
-          f"the base alone in {result['lost']})")
+          f"the base alone in {result['lost']} of its {result['base_successes']})")
 
 
 def print_aggregate(result: dict) -> None:
@@ -345,18 +348,20 @@ def policies_to_evaluate(args: Args) -> list[tuple[str, Callable[[], object], st
 
 
 # ---------------------------------------------------------------------- --aggregate-json
-SUMMARY_FIELDS = {"policy": str, "model_path": str, "success_rate": (int, float), "success_rate_ci95": list,
-                  "mean_reward": (int, float), "mean_final_distance": (int, float), "mean_episode_length": (int, float),
-                  "episodes": list}
+BASE_FIELDS = {"policy": str, "success_rate": (int, float), "success_rate_ci95": list, "mean_reward": (int, float),
+               "mean_final_distance": (int, float), "mean_episode_length": (int, float), "episodes": list}
+SUMMARY_FIELDS = BASE_FIELDS | {"model_path": str}
 EPISODE_FIELDS = {"seed": int, "success": bool, "final_distance": (int, float)}
-"""What an aggregate reads of a checkpoint's summary and of each of its episodes, with their JSON types."""
+"""What an aggregate reads of a checkpoint's summary (a base's: the same but its path) and of each of its
+episodes, with their JSON types."""
 
 
-def summary_problem(summary: dict) -> str | None:
-    """What makes a checkpoint's summary from an --output-json file unusable in an aggregate, or None."""
-    wrong = [name for name, kind in SUMMARY_FIELDS.items() if not isinstance(summary.get(name), kind)]
+def summary_problem(summary: dict, fields: dict = SUMMARY_FIELDS) -> str | None:
+    """What makes a checkpoint's summary (or with BASE_FIELDS a base's) from an --output-json file unusable in an
+    aggregate, or None."""
+    wrong = [name for name, kind in fields.items() if not isinstance(summary.get(name), kind)]
     if wrong:
-        return f"a checkpoint's summary lacks {', '.join(wrong)} or holds another type there"
+        return f"a {'checkpoint' if 'model_path' in fields else 'base'}'s summary lacks {', '.join(wrong)} or holds another type there"
     if not 0 <= summary["success_rate"] <= 1:
         return f"success_rate {summary['success_rate']} is not within [0, 1]"
     interval = summary["success_rate_ci95"]
@@ -370,9 +375,10 @@ def summary_problem(summary: dict) -> str | None:
     return None
 
 
-def checkpoint_results(path: str) -> tuple[list[dict], dict]:
-    """The per-checkpoint summaries of an --output-json file of this script, and how they were
-    evaluated: (summaries, {"reset seeds", "randomization_scale", "tape_half_size"}).
+def checkpoint_results(path: str) -> tuple[list[dict], list[dict], dict]:
+    """The per-checkpoint summaries of an --output-json file of this script, those of the base policies
+    evaluated alone (their names have no "+"), and how they were evaluated: (checkpoints, bases,
+    {"randomization_scale", "tape_half_size"}).
 
     A checkpoint's summary carries its "model_path". Files written before several checkpoints were
     supported have it only at the top level, for their first policy (the residual: it comes first)."""
@@ -388,25 +394,28 @@ def checkpoint_results(path: str) -> tuple[list[dict], dict]:
     found = [s for s in summaries if s.get("model_path")]
     if not found and data.get("model_path") and summaries and str(summaries[0].get("policy")).startswith("residual+"):
         found = [dict(summaries[0], model_path=data["model_path"])]
-    if not found:
-        raise ValueError(f"{path} holds no evaluation of a residual checkpoint (only {[s.get('policy') for s in summaries]})")
-    for summary in found:
-        problem = summary_problem(summary)
+    bases = [s for s in summaries if not s.get("model_path") and "+" not in str(s.get("policy"))]
+    if not found and not bases:
+        raise ValueError(f"{path} holds no evaluation of a residual checkpoint or a base "
+                         f"(only {[s.get('policy') for s in summaries]})")
+    for summary, fields in [(s, SUMMARY_FIELDS) for s in found] + [(s, BASE_FIELDS) for s in bases]:
+        problem = summary_problem(summary, fields)
         if problem:
             raise ValueError(f"{path}: {problem}; give the files that --output-json wrote")
     settings = {"randomization_scale": data.get("randomization_scale", 1.0),  # files from before the option: 1
                 "tape_half_size": data.get("tape_half_size")}  # unknown in older files
-    return found, settings
+    return found, bases, settings
 
 
-def aggregate_files(paths: list[str]) -> tuple[list[dict], dict]:
+def aggregate_files(paths: list[str]) -> tuple[list[dict], dict[str, dict], dict]:
     """The checkpoint summaries of several --output-json files, checked to come from the same episodes
-    (reset seeds, randomization scale, square size) and to name each checkpoint once; and their
+    (reset seeds, randomization scale, square size) and to name each checkpoint once; the base rows
+    among them by name (rows of one name must agree episode by episode: the same base); and their
     shared settings."""
-    summaries, first = [], None
+    summaries, bases, first = [], {}, None
     for path in paths:
-        found, settings = checkpoint_results(path)
-        for summary in found:
+        found, base_rows, settings = checkpoint_results(path)
+        for summary, is_base in [(s, False) for s in found] + [(s, True) for s in base_rows]:
             episodes = [e["seed"] for e in summary["episodes"]]
             consecutive = episodes == list(range(episodes[0], episodes[0] + len(episodes)))
             setting = {**settings, "reset seeds": f"{episodes[0]}..{episodes[-1]}" if consecutive else episodes}
@@ -416,16 +425,26 @@ def aggregate_files(paths: list[str]) -> tuple[list[dict], dict]:
                 other = first[1][key]
                 if value != other and value is not None and other is not None:
                     raise ValueError(
-                        f"{path} evaluated {summary['model_path']} with {key} {value}, {first[0]} with {other}: "
+                        f"{path} evaluated {summary.get('model_path') or summary['policy']} with {key} {value}, "
+                        f"{first[0]} with {other}: "
                         f"aggregate only evaluations of the same episodes (same --seed, --n-episodes, "
                         f"--randomization-scale, --tape-half-size)")
+            if is_base:
+                name, earlier = summary["policy"], bases.get(summary["policy"])
+                successes = [e["success"] for e in summary["episodes"]]
+                if earlier is not None and [e["success"] for e in earlier["episodes"]] != successes:
+                    raise ValueError(f"the {name!r} rows of {earlier['file']} and {path} differ on the same episodes: "
+                                     f"they are not one base (a random base? another checkpoint?); give one of them")
+                bases.setdefault(name, {**summary, "file": path})
+                continue
             if any(s["model_path"] == summary["model_path"] for s in summaries):
                 raise ValueError(f"checkpoint {summary['model_path']} appears twice (again in {path}); "
                                  f"it would count twice in the aggregate over checkpoints")
             summaries.append(summary)
-    if len(summaries) < 2:
-        raise ValueError(f"found {len(summaries)} checkpoint evaluation in {paths}; an aggregate over checkpoints needs at least two")
-    return summaries, first[1]
+    if len(summaries) < (1 if bases else 2):
+        raise ValueError(f"found {len(summaries)} checkpoint evaluation in {paths}; an aggregate over checkpoints needs "
+                         f"at least two, or one and its base")
+    return summaries, bases, first[1]
 
 
 # ---------------------------------------------------------------------- main
@@ -473,17 +492,26 @@ def main(args: Args) -> list[dict]:
     check_args(args)
     if args.aggregate_json is not None:
         try:
-            summaries, settings = aggregate_files(args.aggregate_json)
+            summaries, bases, settings = aggregate_files(args.aggregate_json)
         except (KeyError, ValueError) as error:
             raise BadInput(f"cannot aggregate: {error}") from None
-        print_table(summaries)
-        result = checkpoint_aggregate(summaries)
-        print_aggregate(result)
-        episodes = summaries[0]["episodes"]
-        write_outputs(args, summaries, {
-            "aggregated_from": args.aggregate_json, "seed": episodes[0]["seed"], "n_episodes": len(episodes),
-            "tape_half_size": settings["tape_half_size"], "randomization_scale": settings["randomization_scale"],
-            "policies": summaries, "aggregate": result})
+        if len(summaries) >= 2:  # each file named its one checkpoint "residual+groot": tell them apart by path
+            for summary, label in zip(summaries, checkpoint_labels([s["model_path"] for s in summaries])):
+                summary["policy"] = f"{summary['policy'].split(' ')[0]} {label}"
+        print_table(summaries + list(bases.values()))
+        for summary in summaries:  # "residual+groot label", "steering+residual+groot": the base's row is "groot"
+            base = bases.get(summary["policy"].split(" ")[0].split("+")[-1])
+            if base is not None:
+                summary["versus_base"] = versus_base(summary, base)
+                print_versus_base(summary["policy"], base["policy"], summary["versus_base"])
+        result = {"aggregated_from": args.aggregate_json, "seed": summaries[0]["episodes"][0]["seed"],
+                  "n_episodes": len(summaries[0]["episodes"]), "tape_half_size": settings["tape_half_size"],
+                  "randomization_scale": settings["randomization_scale"], "policies": summaries,
+                  "bases": list(bases.values())}
+        if len(summaries) >= 2:
+            result["aggregate"] = checkpoint_aggregate(summaries)
+            print_aggregate(result["aggregate"])
+        write_outputs(args, summaries, result)
         return summaries
 
     torch.set_num_threads(args.torch_threads)

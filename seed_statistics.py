@@ -103,6 +103,7 @@ def paired_difference(successes: Sequence[bool], base_successes: Sequence[bool],
         "difference_ci95": [low, high],
         "gained": int((ours & ~base).sum()),
         "lost": int((~ours & base).sum()),
+        "base_successes": int(base.sum()),
         "n_episodes": int(ours.size),
         "bootstrap": {"method": "percentile, episodes resampled with replacement in pairs", "resamples": resamples, "seed": seed},
     }

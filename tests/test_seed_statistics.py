@@ -203,6 +203,34 @@ def test_aggregate_json_combines_separate_runs_like_one_run(two_seeds, tmp_path,
         eval_policy.main(eval_policy.Args(aggregate_json=files, model_path=two_seeds[0]))
 
 
+
+def test_aggregate_json_pairs_each_checkpoint_with_a_base_row_from_any_file(two_seeds, tmp_path, capsys):
+    base, files = tmp_path / "base.json", []
+    eval_policy.main(eval_policy.Args(base_policy="jacobian", n_episodes=2, seed=3, output_json=str(base)))
+    for index, path in enumerate(two_seeds):
+        files.append(str(tmp_path / f"seed{index + 1}.json"))
+        eval_policy.main(eval_policy.Args(model_path=path, n_episodes=2, seed=3, output_json=files[-1]))
+    together = eval_policy.main(eval_policy.Args(model_paths=two_seeds, compare_base=True, n_episodes=2, seed=3))
+    capsys.readouterr()
+
+    summaries = eval_policy.main(eval_policy.Args(aggregate_json=[str(base), *files], output_json=str(tmp_path / "all.json")))
+    # The same pairing as evaluating them together with --compare-base; the zero residual (seed 2) is its base.
+    assert [s["versus_base"] for s in summaries] == [s["versus_base"] for s in together[:2]]
+    assert summaries[1]["versus_base"]["lost"] == 0 and summaries[1]["versus_base"]["difference"] == 0.0
+    assert summaries[1]["versus_base"]["base_successes"] == sum(e["success"] for e in together[2]["episodes"])
+    assert [s["policy"] for s in summaries] == ["residual+jacobian seed1/final.pt", "residual+jacobian seed2/final.pt"]
+    assert "residual+jacobian seed2/final.pt - jacobian: +0.0 points" in capsys.readouterr().out
+    assert [b["policy"] for b in json.loads((tmp_path / "all.json").read_text())["bases"]] == ["jacobian"]
+    # One checkpoint and its base are enough to pair.
+    assert "versus_base" in eval_policy.main(eval_policy.Args(aggregate_json=[files[0], str(base)]))[0]
+
+    # Two rows of one base name that disagree on an episode are not one base.
+    other = json.loads(base.read_text())
+    other["episodes"][0]["success"] = not other["episodes"][0]["success"]
+    (tmp_path / "other_base.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="'jacobian' rows of .*base.json and .*other_base.json differ"):
+        eval_policy.main(eval_policy.Args(aggregate_json=[str(base), str(tmp_path / "other_base.json"), *files]))
+
 def test_a_checkpoint_named_twice_is_refused(two_seeds):
     with pytest.raises(SystemExit, match="named twice"):
         eval_policy.main(eval_policy.Args(model_path=two_seeds[0], model_paths=two_seeds, n_episodes=1))
