@@ -159,10 +159,12 @@ def field_problems(checkpoint: dict) -> list[str]:
     return problems
 
 
-def load_resume(path: str | os.PathLike, defaults, base_policy: str | None = None) -> tuple[dict, pathlib.Path]:
+def load_resume(path: str | os.PathLike, defaults, base_policy: str | None = None,
+                steers_flow: bool = False) -> tuple[dict, pathlib.Path]:
     """A checkpoint that a training script (whose default `Args()` are `defaults`) resumes, and the run directory it
     goes on in: the one that holds it (`resumed_run_dir`), never one named inside the file. Checked beyond
-    `load_checkpoint`: its optimizer state, training counters and saved options; `check_agent_state` checks its
+    `load_checkpoint`: its optimizer state, training counters and saved options, and that it holds a noise policy
+    steering GR00T's flow exactly when the script trains one (`steers_flow`); `check_agent_state` checks its
     agent and optimizer against the script's agent. FileNotFoundError or ValueError with a clear message."""
     checkpoint = load_checkpoint(path, base_policy)
     run_dir = resumed_run_dir(path)
@@ -192,6 +194,10 @@ def load_resume(path: str | os.PathLike, defaults, base_policy: str | None = Non
     problems += saved_option_problems(checkpoint["args"], defaults)
     if problems:
         raise ValueError(f"checkpoint {path} cannot be resumed: {'; '.join(problems)}")
+    if ("noise_policy" in checkpoint) != steers_flow:  # resumed by the other script, the run would change what it trains
+        held = "also steers GR00T's flow with a noise policy" if "noise_policy" in checkpoint else "holds no noise policy"
+        writer = checkpoint.get("trainer", "ppo_noise_groot.py" if "noise_policy" in checkpoint else "another script")
+        raise ValueError(f"{path} {held}; resume it with the script that wrote it, {writer}")
     return checkpoint, run_dir
 
 

@@ -495,12 +495,13 @@ def main(args: Args) -> list[dict]:
             summaries, bases, settings = aggregate_files(args.aggregate_json)
         except (KeyError, ValueError) as error:
             raise BadInput(f"cannot aggregate: {error}") from None
-        if len(summaries) >= 2:  # each file named its one checkpoint "residual+groot": tell them apart by path
-            for summary, label in zip(summaries, checkpoint_labels([s["model_path"] for s in summaries])):
-                summary["policy"] = f"{summary['policy'].split(' ')[0]} {label}"
+        kinds = [s["policy"].split(" ")[0] for s in summaries]  # "residual+groot", "steering+residual+groot", ...
+        if len(summaries) >= 2:  # each file named its one checkpoint by its kind alone: tell them apart by path
+            for summary, kind, label in zip(summaries, kinds, checkpoint_labels([s["model_path"] for s in summaries])):
+                summary["policy"] = f"{kind} {label}"
         print_table(summaries + list(bases.values()))
-        for summary in summaries:  # "residual+groot label", "steering+residual+groot": the base's row is "groot"
-            base = bases.get(summary["policy"].split(" ")[0].split("+")[-1])
+        for summary, kind in zip(summaries, kinds):  # the base's row is named as the kind's last part, "groot"
+            base = bases.get(kind.split("+")[-1])
             if base is not None:
                 summary["versus_base"] = versus_base(summary, base)
                 print_versus_base(summary["policy"], base["policy"], summary["versus_base"])

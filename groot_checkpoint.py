@@ -17,7 +17,7 @@ this project trains may also carry their tokenizer in tokenizer/ and a training 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -421,7 +421,7 @@ class GR00TMetadata:
     def from_reply(cls, reply: object) -> GR00TMetadata:
         """The metadata a GR00T server sends (`dataclasses.asdict` of one), held to what `from_json` demands of a
         checkpoint's file: a server is as untrusted as a file. ValueError saying what is wrong."""
-        names = {"embodiment_tag", "video", "state", "action", "language_key", "action_horizon", "joint_units"}
+        names = {field.name for field in fields(cls)}
         if not (isinstance(reply, dict) and {"embodiment_tag", "video", "state", "action"} <= set(reply) <= names):
             keys = sorted(map(str, reply))[:10] if isinstance(reply, dict) else type(reply).__name__
             raise ValueError(f"its metadata must be a dict of {sorted(names)}, got {keys}")

@@ -567,12 +567,9 @@ def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
     resume, named = None, args.groot
     if args.resume:
         try:
-            resume, run_dir = load_resume(args.resume, Args(), base_policy="groot")
+            resume, run_dir = load_resume(args.resume, Args(), base_policy="groot", steers_flow=True)
         except (FileNotFoundError, ValueError) as error:
             raise BadInput(f"cannot resume: {error}") from None
-        if "noise_policy" not in resume:
-            raise BadInput(f"cannot resume: {args.resume} holds no noise policy; resume it with the script that wrote "
-                           f"it, {resume.get('trainer', 'another script')}")
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:
             print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "

@@ -406,9 +406,6 @@ def prepare_run(args: Args) -> tuple[Args, dict | None, pathlib.Path]:
             resume, run_dir = load_resume(args.resume, Args(), base_policy="groot")
         except (FileNotFoundError, ValueError) as error:
             raise BadInput(f"cannot resume: {error}") from None
-        if "noise_policy" in resume:  # resumed here, its flow steering would be dropped
-            raise BadInput(f"cannot resume: {args.resume} also steers GR00T's flow with a noise policy; resume it "
-                           f"with the script that wrote it, {resume.get('trainer', 'ppo_noise_groot.py')}")
         args, ignored = resume_options(args, resume["args"], Args())
         if ignored:
             print(f"resuming: the saved run's options are kept; ignored {', '.join(ignored)} "
